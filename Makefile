@@ -1,0 +1,37 @@
+# Set-up and everyday commands. `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+FMNIST_DEB := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test lint data clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, with pip, so the pinned local wheels are used
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Fashion-MNIST from Debian when possible; elsewhere `resnets` downloads it with torchvision on first use.
+data:
+	@if [ -d $(FMNIST_DEB) ]; then echo "Fashion-MNIST: $(FMNIST_DEB)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) \
+		|| echo "apt-get could not install dataset-fashion-mnist: resnets will download it"; \
+	else echo "Fashion-MNIST not installed: resnets will download it with torchvision"; fi
+
+demo: $(VENV)/.installed data
+	$(VENV)/bin/resnets train --out runs/demo
+	@echo "Report: runs/demo/report.md"
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+
+test: $(VENV)/.installed lint
+	$(VENV)/bin/pytest -q
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info

@@ -1,0 +1,343 @@
+"""The `resnets` command line: one sub-command per job, each a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from typing import Literal, get_args, get_origin, get_type_hints
+
+from .experiments.options import BUDGETS, DATA_SETS, EXPERIMENTS
+from .models import create_model, get_entry, list_models, summarize
+from .train.config import PRESETS, TrainConfig, apply_preset
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print every model with its depth and description."""
+    for name in list_models(args.filter):
+        entry = get_entry(name)
+        print(f"{name:<26}{entry.spec.depth:>6}  {entry.description}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Print the layer table, parameters and MACs of one model."""
+    model = create_model(
+        args.model, num_classes=args.num_classes, in_channels=args.input_size[0] if args.input_size else 3
+    )
+    print(summarize(model, tuple(args.input_size) if args.input_size else None).table())
+    return 0
+
+
+def train_argv(args: argparse.Namespace) -> list[str]:
+    """The `train` command line that parsed into `args`, without --nproc: what each torchrun worker runs."""
+    argv = ["train", "--preset", args.preset] + (["--resume", args.resume] if args.resume else [])
+    for f in fields(TrainConfig):
+        if hasattr(args, f.name):
+            flag, value = "--" + f.name.replace("_", "-"), getattr(args, f.name)
+            argv += [flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else [flag, str(value)]
+    return argv + (["--debug"] if args.debug else [])
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train (or resume) a model; every TrainConfig field is a flag, given flags override the preset."""
+    from .train import apply_preset, fit
+    from .train.distributed import is_main_process, launch
+
+    if args.nproc is not None:
+        return launch(args.nproc, train_argv(args))
+    options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    resume = getattr(args, "resume", None)
+    cfg = TrainConfig(quiet=options.get("quiet", False)) if resume else apply_preset(args.preset, options)
+    history = fit(cfg, resume=resume)
+    if not cfg.quiet and history.run_dir is not None and is_main_process():
+        print(f"best test accuracy {100 * history.best_acc:.2f}%; report: {history.run_dir / 'report.md'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate trained weights on a data set's test split: top-1/top-5, per-class, confusion matrix."""
+    from .data import load_dataset, make_loader
+    from .train.checkpoint import read_meta
+    from .train.loop import evaluate
+    from .train.runtime import resolve_runtime
+    from .trained import load_trained
+
+    trained = load_trained(args.weights, model=args.model)
+    net = trained.model
+    bundle = load_dataset(
+        args.data, args.data_root, channels=net.in_channels, image_size=trained.image_size[0]
+    )
+    if bundle.num_classes != net.num_classes:
+        raise ValueError(
+            f"{trained.path} predicts {net.num_classes} classes but {bundle.name} has {bundle.num_classes}; "
+            "evaluate on the data set it was trained for"
+        )
+    if "mean" in read_meta(trained.path):  # our weights: normalise as in training, not as the data's default
+        bundle.mean, bundle.std = trained.mean, trained.std  # (CIFAR stats for CIFAR images in a folder:)
+    runtime = resolve_runtime(TrainConfig(device=args.device))
+    loader = make_loader(bundle, "test", args.batch_size, train=False, device=runtime.device)
+    result = evaluate(net.to(runtime.device), loader, bundle.num_classes, runtime, tta=args.tta)
+    top5 = f"  top-5 {100 * result.top5:.2f}%" if result.top5 is not None else ""
+    print(f"{trained.path}: {bundle.name} test ({len(bundle.test)} images) top-1 {100 * result.top1:.2f}%{top5}"
+          f"  loss {result.loss:.4f}")  # fmt: skip
+    print(result.per_class_table(bundle.classes))
+    print("confusion matrix (rows: true, columns: predicted)")
+    for name, row in zip(bundle.classes, result.confusion.tolist(), strict=True):
+        print(f"{name[:14]:<15}" + " ".join(f"{v:>5}" for v in row))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Top-k classes with probabilities for image files."""
+    from .trained import load_trained, predict
+
+    trained = load_trained(args.weights, model=args.model)
+    for path, top in zip(args.images, predict(trained, args.images, args.top_k), strict=True):
+        print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    """LR range test with the training flags; prints the suggested --lr (and plots the curve with --out)."""
+    from .train.lr_find import lr_find, plot_lr_find
+
+    options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    cfg = apply_preset(args.preset, options)
+    lrs, losses, suggestion = lr_find(cfg, args.start, args.end, args.steps)
+    if args.out:
+        plot_lr_find(lrs, losses, suggestion, args.out)
+    if not cfg.quiet:
+        stop = "" if len(lrs) == args.steps else f" (stopped early at lr {lrs[-1]:.2e}: the loss diverged)"
+        print(f"tried {len(lrs)} learning rates from {lrs[0]:.2e} to {lrs[-1]:.2e}{stop}; "
+              f"lowest loss {min(losses):.4f} at lr {lrs[losses.index(min(losses))]:.2e}")  # fmt: skip
+        if args.out:
+            print(f"plot: {args.out}")
+    print(f"suggested lr: {suggestion:.3g}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Fold BN and write trained weights as ONNX, TorchScript or pt2; check the file against PyTorch."""
+    import torch
+
+    from .deploy import FORMATS, export_model, fuse_bn, load_exported
+    from .trained import load_trained
+
+    if args.format not in FORMATS:
+        raise ValueError(f"unknown export format {args.format!r}; choose one of {', '.join(FORMATS)}")
+    trained = load_trained(args.weights, model=args.model, num_classes=args.num_classes)
+    model = fuse_bn(trained.model)
+    size = tuple(args.input_size) if args.input_size else (model.in_channels, *trained.image_size)
+    out = args.out or trained.path.with_suffix(FORMATS[args.format])
+    path = export_model(model, out, args.format, size)
+    x = torch.randn(3, *size)  # a batch size other than the export example's: the batch must stay dynamic
+    with torch.no_grad():
+        diff = (load_exported(path)(x) - model(x)).abs().max().item()
+    print(
+        f"wrote {path} ({args.format}, input N x {' x '.join(map(str, size))}; max |diff| vs PyTorch {diff:.1e})"
+    )
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """Training-step and inference throughput, ours vs torchvision vs ONNX Runtime, against the matmul peak."""
+    import json
+
+    from .bench import BenchConfig, format_report, run_benchmark
+
+    chosen = {k: v for k, v in vars(args).items() if k in BenchConfig.__dataclass_fields__ and v is not None}
+    for key in ("models", "cifar_models"):
+        if key in chosen:
+            chosen[key] = tuple(chosen[key])
+    config = BenchConfig.quick(**chosen) if args.quick else BenchConfig(**chosen)
+    result = run_benchmark(config)
+    print(format_report(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    """Run one experiment that shows why ResNets work; it writes report.md, plots and raw numbers."""
+    from .experiments import ExperimentOptions, run_experiment
+
+    options = ExperimentOptions(budget=args.budget, data=args.data, data_root=args.data_root, out=args.out,
+                                seed=args.seed, device=args.device, weights=args.weights,
+                                threads=args.threads)  # fmt: skip
+    outcome = run_experiment(args.name, options)
+    print(f"{args.name}: {outcome.verdict}; report: {outcome.report}")
+    return 0
+
+
+def add_config_flags(parser: argparse.ArgumentParser, skip: frozenset[str] = frozenset()) -> None:
+    """One flag per TrainConfig field (--batch-size for batch_size), except `skip`; unset flags keep the
+    preset's value."""
+    hints = get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        kinds = (
+            [hint]
+            if get_origin(hint) is Literal
+            else [t for t in get_args(hint) or (hint,) if t is not type(None)]
+        )
+        if kinds == [bool]:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+        elif get_origin(kinds[0]) is Literal:
+            parser.add_argument(flag, choices=get_args(kinds[0]), default=argparse.SUPPRESS,
+                                help=f"default: {f.default}")  # fmt: skip
+        elif get_origin(kinds[0]) is dict:  # e.g. --spec-overrides '{"stem": "cifar"}'
+            parser.add_argument(flag, type=json.loads, default=argparse.SUPPRESS, metavar="JSON",
+                                help=f"JSON object, default: {f.default}")  # fmt: skip
+        else:
+            parser.add_argument(flag, type=kinds[0], default=argparse.SUPPRESS, metavar=kinds[0].__name__.upper(),
+                                help=f"default: {f.default}")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resnets", description="The ResNet family: models, training, experiments."
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])  # --debug on every sub-command
+
+    p = add("list", "list the model zoo")
+    p.add_argument("filter", nargs="?", help="only names containing this text")
+    p.set_defaults(handler=cmd_list)
+
+    p = add("summary", "layer table, parameters and MACs of a model")
+    p.add_argument("model", help="model name (see `resnets list`)")
+    p.add_argument(
+        "--input-size",
+        nargs=3,
+        type=int,
+        metavar=("C", "H", "W"),
+        help="default 3 224 224 (CIFAR nets 3 32 32)",
+    )
+    p.add_argument("--num-classes", type=int, default=None)
+    p.set_defaults(handler=cmd_summary)
+
+    p = add("train", "train or fine-tune a model (default: the Fashion-MNIST recipe)")
+    p.add_argument(
+        "--preset", default="default", choices=sorted(PRESETS), help="named recipe (default: default)"
+    )
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
+    p.add_argument(
+        "--nproc", type=int, metavar="N", help="train with N processes on this machine (DistributedDataParallel "
+        "via torchrun); --batch-size is per process and the default SGD lr is 0.1 x batch-size x N / 128",
+    )  # fmt: skip
+    add_config_flags(p)
+    p.set_defaults(handler=cmd_train)
+
+    p = add("lr-find", "LR range test: suggest a learning rate for these training flags")
+    p.add_argument(
+        "--preset", default="default", choices=sorted(PRESETS), help="named recipe (default: default)"
+    )
+    p.add_argument("--start", type=float, default=1e-5, help="smallest LR tried (default 1e-5)")
+    p.add_argument("--end", type=float, default=10.0, help="largest LR tried (default 10)")
+    p.add_argument("--steps", type=int, default=100, help="batches, one LR each (default 100)")
+    p.add_argument("--out", default=None, metavar="PNG", help="also plot loss against LR to this file")
+    add_config_flags(p, skip=frozenset({"out", "epochs", "lr", "schedule", "warmup_epochs", "ema", "tta"}))
+    p.set_defaults(handler=cmd_lr_find)
+
+    p = add("evaluate", "evaluate trained weights on a data set")
+    p.add_argument("weights", help="run folder or weights file")
+    p.add_argument("--data", default="fashion-mnist")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--model", default=None, help="model name, for weights without our metadata")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = add("predict", "classify image files with trained weights")
+    p.add_argument("weights", help="run folder or weights file")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--model", default=None, help="model name, for weights without our metadata")
+    p.set_defaults(handler=cmd_predict)
+
+    p = add("export", "fold BN and export trained weights to ONNX, TorchScript or pt2 (dynamic batch)")
+    p.add_argument("weights", help="run folder or weights file")
+    p.add_argument("--format", default="onnx", help="onnx (default), torchscript or pt2")
+    p.add_argument("--out", default=None, help="output file (default: next to the weights, .onnx/.ts/.pt2)")
+    p.add_argument("--model", default=None, help="model name, for weights without our metadata")
+    p.add_argument("--num-classes", type=int, default=None, help="for weights without our metadata")
+    p.add_argument(
+        "--input-size", nargs=3, type=int, metavar=("C", "H", "W"), help="default: the run's input format"
+    )
+    p.set_defaults(handler=cmd_export)
+
+    p = add("benchmark", "training and inference throughput vs torchvision, ONNX Runtime and the matmul peak")
+    p.add_argument("--models", nargs="+", default=None, help="ImageNet nets (default: resnet18 resnet50)")
+    p.add_argument("--cifar-models", nargs="*", default=None, help="default: cifar_resnet20 cifar_resnet56")
+    p.add_argument("--batch-size", type=int, default=None, help="default 32 (training and inference)")
+    p.add_argument("--image-size", type=int, default=None, help="default 224")
+    p.add_argument("--cifar-batch-size", type=int, default=None, help="default 128")
+    p.add_argument("--warmup", type=int, default=None, help="default 2")
+    p.add_argument("--repeats", type=int, default=None, help="default 5 (the median is reported)")
+    p.add_argument("--quick", action="store_true", help="fewer, shorter repeats: a smoke run")
+    p.add_argument("--no-onnx", dest="onnx", action="store_const", const=False, default=None)
+    p.add_argument("--device", default=None, help="cpu (default) or cuda")
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: all cores; idle ones only)"
+    )
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the full result as JSON")
+    p.set_defaults(handler=cmd_benchmark)
+
+    p = add("experiment", "measure why ResNets work; writes a report with a verdict")
+    p.add_argument("name", choices=EXPERIMENTS, help="; ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items()))
+    p.add_argument("--budget", default="quick", choices=BUDGETS,
+                   help="tiny: seconds (smoke test); quick (default): minutes on a CPU; full: a GPU run")  # fmt: skip
+    p.add_argument("--data", default="fashion-mnist", choices=DATA_SETS)
+    p.add_argument("--data-root", default=None, help="where the data set lies (default: standard places)")
+    p.add_argument("--out", default=None, help="report folder (default: runs/experiments/NAME-TIME)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--weights", default=None, help="resolution: evaluate these weights instead of training")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: torch's; 1 is far faster on a busy shared machine)")  # fmt: skip
+    p.set_defaults(handler=cmd_experiment)
+    return parser
+
+
+def one_line(error: BaseException, limit: int = 400) -> str:
+    """The error's message on one line (some, like load_state_dict's, span many), cut to `limit` chars."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 30] + " ... (--debug shows it all)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run one sub-command; user errors print one line and exit 2 (tracebacks with --debug)."""
+    from safetensors import SafetensorError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except BrokenPipeError:  # e.g. `resnets list | head`
+        return 0
+    except (ValueError, OSError, RuntimeError, SafetensorError) as e:
+        if args.debug:
+            raise
+        print(f"resnets {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""load_dataset: one call from a data set name to a ready DataBundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from resnets.data.bundle import (
+    DataBundle,
+    TensorSplit,
+    balanced_subset,
+    convert_channels,
+    convert_stats,
+    stratified_split,
+)
+from resnets.data.errors import DataError
+from resnets.data.folder import warn_skipped
+from resnets.data.readers import (
+    read_cifar_pickles,
+    read_fashion_mnist,
+    read_image_folders,
+    read_png_tree,
+)
+from resnets.data.sources import find_cifar, find_fashion_mnist, find_imagenette
+
+NAMES = ("fashion-mnist", "cifar10", "cifar100", "imagenette", "folder:PATH")
+STATS = {
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+# Folder sets use ImageNet statistics, matching the pretrained weights used for transfer learning.
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+DEFAULT_FOLDER_SIZE = 224
+
+
+def load_dataset(
+    name: str,
+    root: str | Path | None = None,
+    *,
+    channels: int | None = None,
+    image_size: int | None = None,
+    val_split: float = 0.0,
+    strict: bool = False,
+    download: bool = True,
+    limit: int | None = None,
+) -> DataBundle:
+    """Load a data set by name: fashion-mnist, cifar10, cifar100, imagenette or folder:PATH.
+
+    `channels` (1 or 3) converts the images (gray repeated to RGB, or RGB to luma); `image_size`
+    sets the side the model sees (in-memory sets are resized per batch by the loader). `val_split` > 0
+    holds out that fraction of train (seeded, per class) as `test`: the official test set is then not used.
+    `limit` keeps at most that many training images, balanced over classes. `strict` turns skipped
+    corrupt images into errors; `download=False` never touches the network.
+    """
+    if channels not in (None, 1, 3):
+        raise DataError(f"channels must be 1 or 3, got {channels}")
+    if not 0.0 <= val_split < 1.0:
+        raise DataError(f"val_split must be in [0, 1), got {val_split}")
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be a positive number of images, got {limit}")
+    if image_size is not None and image_size < 1:
+        raise DataError(f"image_size must be positive, got {image_size}")
+    if name == "imagenette" or name.startswith("folder:"):
+        return _load_folders(name, root, channels, image_size, val_split, strict, download, limit)
+    bad: list[Path] = []
+    if name == "fashion-mnist":
+        source = find_fashion_mnist(root, download)
+        train, test, classes = read_fashion_mnist(source)
+    elif name in ("cifar10", "cifar100"):
+        source = find_cifar(name, root, download)
+        if (source / "train").is_dir():
+            train, test, classes, bad = read_png_tree(source, strict)
+        else:
+            train, test, classes = read_cifar_pickles(source, name)
+    else:
+        raise DataError(f"unknown data set {name!r}: choose one of {', '.join(NAMES)}")
+    warn_skipped(bad, source)
+    if val_split > 0:
+        keep, held_out = stratified_split(train.labels.tolist(), val_split)
+        train, test = train.subset(keep), train.subset(held_out)
+    if limit is not None:
+        train = train.subset(balanced_subset(train.labels.tolist(), limit))
+    native = train.images.shape[1]
+    channels = channels or native
+    train, test = (TensorSplit(convert_channels(s.images, channels), s.labels) for s in (train, test))
+    mean, std = STATS[name]
+    return DataBundle(
+        name=name,
+        classes=classes,
+        channels=channels,
+        image_size=(image_size, image_size) if image_size else tuple(train.images.shape[-2:]),
+        mean=convert_stats(mean, channels),
+        std=convert_stats(std, channels),
+        train=train,
+        test=test,
+        skipped=len(bad),
+        source=source,
+    )
+
+
+def _load_folders(
+    name: str,
+    root: str | Path | None,
+    channels: int | None,
+    image_size: int | None,
+    val_split: float,
+    strict: bool,
+    download: bool,
+    limit: int | None,
+) -> DataBundle:
+    """Build a streaming bundle for imagenette or folder:PATH (PATH may be empty when `root` is given)."""
+    if name == "imagenette":
+        source = find_imagenette(root, download)
+    else:
+        path = name.removeprefix("folder:") or root
+        if not path:
+            raise DataError("folder: needs a path, as folder:PATH or with root=PATH")
+        source = Path(path).expanduser()
+    channels = channels or 3
+    size = (image_size or DEFAULT_FOLDER_SIZE,) * 2
+    train, test, bad = read_image_folders(source, channels, size, val_split, strict)
+    warn_skipped(bad, source)
+    if limit is not None:
+        train = train.subset(balanced_subset(train.targets, limit))
+    mean, std = IMAGENET_STATS
+    return DataBundle(
+        name=name,
+        classes=train.classes,
+        channels=channels,
+        image_size=size,
+        mean=convert_stats(mean, channels),
+        std=convert_stats(std, channels),
+        train=train,
+        test=test,
+        skipped=len(bad),
+        source=source,
+    )

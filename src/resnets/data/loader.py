@@ -1,0 +1,168 @@
+"""make_loader: reproducible, rank-sharded batches of normalised float images on the target device."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler
+
+from resnets.data.augment import AugmentConfig, crop_flip, cutout
+from resnets.data.bundle import DataBundle, TensorSplit
+from resnets.data.seeds import mix_seed
+
+
+class BatchLoader:
+    """Iterable of (x, y) batches: x float32 normalised (N, C, H, W) on the device, y int64 labels."""
+
+    def __init__(
+        self,
+        bundle: DataBundle,
+        split: str,
+        batch_size: int,
+        *,
+        train: bool,
+        augment: AugmentConfig | None,
+        device: torch.device | str,
+        seed: int,
+        epoch: int,
+        rank: int,
+        world_size: int,
+        workers: int,
+        drop_last: bool | None,
+        channels_last: bool,
+    ) -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if batch_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(
+                f"need batch_size >= 1 and 0 <= rank < world_size, got {batch_size}, {rank}, {world_size}"
+            )
+        self.bundle, self.batch_size, self.train = bundle, batch_size, train
+        self.augment = augment if train else None
+        self.device = torch.device(device)
+        self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
+        self.drop_last = train if drop_last is None else drop_last
+        self.channels_last = channels_last
+        self.split = getattr(bundle, split)
+        shape = (len(bundle.mean), 1, 1)
+        self._mean = torch.tensor(bundle.mean, device=self.device).view(shape)
+        self._std = torch.tensor(bundle.std, device=self.device).view(shape)
+        if isinstance(self.split, TensorSplit):
+            self._indices = self._shard()
+            self._loader = None
+        else:
+            self._loader = self._folder_loader(workers)
+
+    def __len__(self) -> int:
+        if self._loader is not None:
+            return len(self._loader)
+        rounding = math.floor if self.drop_last else math.ceil
+        return rounding(len(self._indices) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator(self.device).manual_seed(mix_seed(self.seed, self.epoch, self.rank))
+        for x, y in self._loader if self._loader is not None else self._tensor_batches(generator):
+            yield self._finish(
+                x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), generator
+            )
+
+    def _shard(self) -> torch.Tensor:
+        """This rank's indices: the epoch's permutation (same on every rank), padded to equal shards."""
+        n = len(self.split)
+        if self.train:
+            order = torch.randperm(
+                n, generator=torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+            )
+        else:
+            order = torch.arange(n)
+        total = math.ceil(n / self.world_size) * self.world_size
+        order = order.repeat(math.ceil(total / n))[:total]  # repeat a few samples so all shards are equal
+        return order[self.rank :: self.world_size]
+
+    def _tensor_batches(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        images, labels = self.split.on(self.device)
+        indices = self._indices.to(self.device)
+        aug = self.augment
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = indices[start : start + self.batch_size]
+            x = images[index]
+            if aug is not None and (aug.crop_padding or aug.flip):
+                x = crop_flip(x, aug.crop_padding, aug.flip, generator, aug.pad_mode)
+            yield x, labels[index]
+
+    def _folder_loader(self, workers: int) -> DataLoader:
+        aug = self.augment
+        view = self.split.view(
+            train=aug is not None, flip=aug is not None and aug.flip, seed=mix_seed(self.seed, self.epoch)
+        )
+        sampler = DistributedSampler(
+            view, num_replicas=self.world_size, rank=self.rank, shuffle=self.train, seed=self.seed
+        )
+        sampler.set_epoch(self.epoch)
+        return DataLoader(
+            view,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=self.drop_last,
+        )
+
+    def _finish(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalise uint8 images, resize to the bundle's size if needed, apply cutout, set the memory format."""
+        x = (x.float() / 255 - self._mean) / self._std
+        if tuple(x.shape[-2:]) != tuple(self.bundle.image_size):
+            x = F.interpolate(
+                x, size=self.bundle.image_size, mode="bilinear", antialias=True, align_corners=False
+            )
+        if self.augment is not None and self.augment.cutout:
+            x = cutout(x, self.augment.cutout, generator)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+
+def make_loader(
+    bundle: DataBundle,
+    split: str,
+    batch_size: int,
+    *,
+    train: bool,
+    augment: AugmentConfig | None = None,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    epoch: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    workers: int = 2,
+    drop_last: bool | None = None,
+    channels_last: bool = False,
+) -> BatchLoader:
+    """Make one epoch's batches of `split` ("train" or "test"); same (seed, epoch, rank) gives the same batches.
+
+    `train` shuffles (one permutation per (seed, epoch), shared by all ranks, each rank taking its own
+    shard) and defaults `drop_last` to True. `augment` applies only when `train` is set; None means no
+    augmentation. In-memory sets are augmented per batch on the device; folder sets get a random-resized
+    crop and flip per image in the workers (`crop_padding` and `pad_mode` are for in-memory sets).
+    `workers` is used by folder sets only.
+    """
+    return BatchLoader(
+        bundle,
+        split,
+        batch_size,
+        train=train,
+        augment=augment,
+        device=device,
+        seed=seed,
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        workers=workers,
+        drop_last=drop_last,
+        channels_last=channels_last,
+    )

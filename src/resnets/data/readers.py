@@ -1,0 +1,196 @@
+"""Readers turning each on-disk format into splits: IDX, CIFAR pickles, PNG folders (cached) and image folders."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from resnets.data.bundle import TensorSplit, stratified_split
+from resnets.data.errors import DataError
+from resnets.data.folder import FolderSplit, drop_incomplete, read_image, scan_classes
+from resnets.data.idx import read_idx
+from resnets.data.sources import FASHION_FILES, cache_dir, fashion_file
+
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+_CACHE_VERSION = 1
+
+
+def read_fashion_mnist(folder: Path) -> tuple[TensorSplit, TensorSplit, list[str]]:
+    """Read the four Fashion-MNIST IDX files into (train, test, classes), images as (N, 1, 28, 28)."""
+    arrays = [read_idx(fashion_file(folder, stem)) for stem in FASHION_FILES]
+    splits = []
+    for images, labels in (arrays[:2], arrays[2:]):
+        if images.ndim != 3 or len(images) != len(labels):
+            raise DataError(
+                f"Fashion-MNIST files in {folder} do not match: {images.shape} images, {len(labels)} labels"
+            )
+        splits.append(
+            TensorSplit(torch.from_numpy(images.copy())[:, None], torch.from_numpy(labels.astype(np.int64)))
+        )
+    return splits[0], splits[1], list(FASHION_CLASSES)
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(
+                f, encoding="bytes"
+            )  # torchvision's CIFAR batches, trusted like any local data
+    except (OSError, pickle.UnpicklingError, EOFError) as e:
+        raise DataError(
+            f"cannot read CIFAR batch {path}: {e}; delete the folder and download it again"
+        ) from e
+
+
+def read_cifar_pickles(folder: Path, name: str) -> tuple[TensorSplit, TensorSplit, list[str]]:
+    """Read torchvision's CIFAR-10/100 python batches into (train, test, classes), images as (N, 3, 32, 32)."""
+    if name == "cifar10":
+        files = ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"])
+        meta, label_key, names_key = "batches.meta", b"labels", b"label_names"
+    else:
+        files = (["train"], ["test"])
+        meta, label_key, names_key = "meta", b"fine_labels", b"fine_label_names"
+    splits = []
+    for group in files:
+        batches = [_unpickle(folder / f) for f in group]
+        images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
+        labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
+        splits.append(TensorSplit(torch.from_numpy(images), torch.from_numpy(labels)))
+    classes = [c.decode() for c in _unpickle(folder / meta)[names_key]]
+    return splits[0], splits[1], classes
+
+
+def _png_cache_file(root: Path) -> Path:
+    """The decoded-array cache for a PNG tree, keyed by its absolute path, file count and newest mtime."""
+    count, newest = 0, 0
+    for split in ("train", "test"):
+        for folder in sorted((root / split).iterdir()):
+            if folder.is_dir():
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        count += 1
+                        newest = max(newest, entry.stat().st_mtime_ns)
+    key = hashlib.sha256(f"{root.resolve()}|{count}|{newest}|{_CACHE_VERSION}".encode()).hexdigest()[:16]
+    return cache_dir() / "decoded" / f"{root.name}-{key}.npz"
+
+
+def _decode_all(paths: list[Path]) -> list[torch.Tensor | None]:
+    """Decode RGB images with a small thread pool; an undecodable file gives None."""
+
+    def decode(path: Path) -> torch.Tensor | None:
+        try:
+            return read_image(path, 3)
+        except DataError:
+            return None
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        return list(pool.map(decode, paths, chunksize=256))
+
+
+def _decode_png_tree(root: Path, strict: bool) -> dict[str, np.ndarray]:
+    """Decode a train/ + test/ tree of same-size images into uint8 arrays, noting the corrupt files."""
+    classes = list(scan_classes(root / "train"))
+    arrays: dict[str, np.ndarray] = {"classes": np.array(classes)}
+    bad: list[Path] = []
+    for split in ("train", "test"):
+        found = scan_classes(root / split)
+        unknown = sorted(set(found) - set(classes))
+        if unknown:
+            raise DataError(f"{root / split} has classes missing from {root / 'train'}: {', '.join(unknown)}")
+        samples, skipped = drop_incomplete(
+            [(p, classes.index(c)) for c, ps in found.items() for p in ps], strict
+        )
+        images = _decode_all([p for p, _ in samples])
+        failed = [p for (p, _), image in zip(samples, images, strict=True) if image is None]
+        if failed and strict:
+            raise DataError(f"cannot decode image {failed[0]} ({len(failed)} in all); fix or delete it")
+        kept = [(image, y) for image, (_, y) in zip(images, samples, strict=True) if image is not None]
+        if len({tuple(image.shape) for image, _ in kept}) > 1:
+            raise DataError(f"images in {root / split} differ in size; load it as folder:{root} instead")
+        arrays[f"{split}_x"] = torch.stack([image for image, _ in kept]).numpy()
+        arrays[f"{split}_y"] = np.array([y for _, y in kept], dtype=np.int64)
+        bad += skipped + failed
+    arrays["bad"] = np.array([str(p) for p in bad], dtype=str)
+    return arrays
+
+
+def _save_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write an .npz via a temporary file and os.replace, so readers never see a half-written cache."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
+            np.savez(f, **arrays)
+        os.replace(f.name, path)
+    except OSError as e:
+        warnings.warn(
+            f"could not write the decoded-image cache {path}: {e}; the next load decodes again", stacklevel=3
+        )
+
+
+def read_png_tree(root: Path, strict: bool) -> tuple[TensorSplit, TensorSplit, list[str], list[Path]]:
+    """Read a train/ + test/ PNG tree into (train, test, classes, corrupt files), cached as .npz after decoding."""
+    cache = _png_cache_file(root)
+    if cache.is_file():
+        with np.load(cache) as f:
+            arrays = {k: f[k] for k in f.files}
+    else:
+        arrays = _decode_png_tree(root, strict)
+        _save_atomically(cache, arrays)
+    bad = [Path(p) for p in arrays["bad"]]
+    if bad and strict:
+        raise DataError(f"corrupt or truncated image: {bad[0]} ({len(bad)} in all); fix or delete it")
+    train, test = (
+        TensorSplit(torch.from_numpy(arrays[f"{s}_x"]), torch.from_numpy(arrays[f"{s}_y"]))
+        for s in ("train", "test")
+    )
+    return train, test, [str(c) for c in arrays["classes"]], bad
+
+
+def read_image_folders(
+    root: Path, channels: int, image_size: tuple[int, int], val_split: float, strict: bool
+) -> tuple[FolderSplit, FolderSplit, list[Path]]:
+    """Scan an image-folder tree (train/ + val/ or test/, or class folders only) into (train, test, corrupt files).
+
+    With `val_split` > 0 the evaluation split is carved out of train (seeded, per class) and any val/ or
+    test/ folder is not used; a tree without train/ needs `val_split`.
+    """
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    eval_dirs = [root / d for d in ("val", "test") if train_dir != root and (root / d).is_dir()]
+    found = scan_classes(train_dir)
+    classes = list(found)
+    samples, bad = drop_incomplete([(p, i) for i, c in enumerate(classes) for p in found[c]], strict)
+    train = FolderSplit(samples, classes, channels, image_size, strict=strict)
+    if val_split > 0:
+        keep, held_out = stratified_split(train.targets, val_split)
+        return train.subset(keep), train.subset(held_out), bad
+    if not eval_dirs:
+        raise DataError(
+            f"{root} has no train/ with val/ or test/ folders: pass val_split (e.g. 0.2) to hold out images"
+        )
+    found_eval = scan_classes(eval_dirs[0])
+    unknown = sorted(set(found_eval) - set(classes))
+    if unknown:
+        raise DataError(f"{eval_dirs[0]} has classes missing from {train_dir}: {', '.join(unknown)}")
+    eval_samples, eval_bad = drop_incomplete(
+        [(p, classes.index(c)) for c, ps in found_eval.items() for p in ps], strict
+    )
+    return train, FolderSplit(eval_samples, classes, channels, image_size, strict=strict), bad + eval_bad

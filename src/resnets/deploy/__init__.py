@@ -1,0 +1,14 @@
+"""The deploy path: BN folding, inference precision and layout, and export to ONNX/TorchScript/pt2."""
+
+from .export import FORMATS, export_model, load_exported
+from .fuse import fuse_bn
+from .prepare import PRECISIONS, prepare_for_inference
+
+__all__ = [
+    "FORMATS",
+    "PRECISIONS",
+    "export_model",
+    "fuse_bn",
+    "load_exported",
+    "prepare_for_inference",
+]

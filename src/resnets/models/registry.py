@@ -1,0 +1,179 @@
+"""Named configurations: every model in the zoo is one line of data here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .resnet import ResNet
+from .spec import ResNetSpec, ShortcutKind
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its architecture, default class count and a one-line description."""
+
+    spec: ResNetSpec
+    num_classes: int
+    description: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+IMAGENET_LAYERS = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
+CIFAR_WIDTHS = (16, 32, 64)
+
+
+def register(name: str, spec: ResNetSpec, description: str, num_classes: int = 1000) -> None:
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is already registered")
+    _REGISTRY[name] = ModelEntry(spec, num_classes, description)
+
+
+def _imagenet_block(depth: int) -> str:
+    return "basic" if depth < 50 else "bottleneck"
+
+
+# ImageNet ResNets, paper Table 1, in torchvision's v1.5 layout (stride in the 3x3)
+for d in (18, 34, 50, 101, 152):
+    register(
+        f"resnet{d}", ResNetSpec(_imagenet_block(d), IMAGENET_LAYERS[d]), f"ResNet-{d} (v1.5, torchvision)"
+    )
+# the original v1: stride in the bottleneck's first 1x1
+for d in (50, 101, 152):
+    register(
+        f"resnet{d}_v1",
+        ResNetSpec("bottleneck", IMAGENET_LAYERS[d], stride_in_1x1=True),
+        f"ResNet-{d} v1 (stride in the 1x1, as the paper)",
+    )
+# v1c: deep stem; v1d: deep stem + avg-pool projection shortcut (timm names)
+register("resnet50c", ResNetSpec("bottleneck", IMAGENET_LAYERS[50], stem="deep"), "ResNet-50-C (deep stem)")
+for d in (18, 34, 50, 101, 152):
+    register(
+        f"resnet{d}d",
+        ResNetSpec(_imagenet_block(d), IMAGENET_LAYERS[d], stem="deep", avg_down=True),
+        f"ResNet-{d}-D (deep stem, avg-pool shortcut)",
+    )
+# v2 pre-activation
+for d in (18, 34, 50, 101, 152):
+    register(
+        f"preact_resnet{d}",
+        ResNetSpec(_imagenet_block(d), IMAGENET_LAYERS[d], preact=True),
+        f"Pre-activation ResNet-{d} (v2)",
+    )
+# ResNeXt and Wide ResNet (torchvision's)
+for name, d, groups, width in (
+    ("resnext50_32x4d", 50, 32, 4),
+    ("resnext101_32x8d", 101, 32, 8),
+    ("resnext101_64x4d", 101, 64, 4),
+):
+    register(
+        name,
+        ResNetSpec("bottleneck", IMAGENET_LAYERS[d], groups=groups, base_width=width),
+        f"ResNeXt-{d} {groups}x{width}d",
+    )
+for d in (50, 101):
+    register(
+        f"wide_resnet{d}_2",
+        ResNetSpec("bottleneck", IMAGENET_LAYERS[d], base_width=128),
+        f"Wide ResNet-{d}-2 (2x bottleneck width)",
+    )
+# CIFAR ResNets, paper section 4.2: 6n+2 layers, option A shortcuts
+for depth in (20, 32, 44, 56, 110, 1202):
+    n = (depth - 2) // 6
+    register(
+        f"cifar_resnet{depth}",
+        ResNetSpec("basic", (n, n, n), CIFAR_WIDTHS, stem="cifar", shortcut="A"),
+        f"CIFAR ResNet-{depth} (6n+2, n={n}, option A)",
+        num_classes=10,
+    )
+# CIFAR pre-activation nets (He et al. 2016): 110 basic; 164 and 1001 bottleneck (9n+2)
+register(
+    "cifar_preact_resnet110",
+    ResNetSpec("basic", (18, 18, 18), CIFAR_WIDTHS, stem="cifar", preact=True),
+    "CIFAR pre-activation ResNet-110",
+    num_classes=10,
+)
+for depth in (164, 1001):
+    n = (depth - 2) // 9
+    register(
+        f"cifar_preact_resnet{depth}",
+        ResNetSpec("bottleneck", (n, n, n), CIFAR_WIDTHS, stem="cifar", preact=True),
+        f"CIFAR pre-activation ResNet-{depth} (bottleneck, n={n})",
+        num_classes=10,
+    )
+# plain twins: the same layers with no skip connections (paper Figure 6)
+for d in (18, 34):
+    register(f"plain{d}", ResNetSpec("basic", IMAGENET_LAYERS[d], shortcut="none"), f"Plain-{d} (no skips)")
+for depth in (20, 32, 44, 56, 110):
+    n = (depth - 2) // 6
+    register(
+        f"cifar_plain{depth}",
+        ResNetSpec("basic", (n, n, n), CIFAR_WIDTHS, stem="cifar", shortcut="none"),
+        f"CIFAR Plain-{depth} (no skips)",
+        num_classes=10,
+    )
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Every registered model name, sorted; `pattern` keeps names containing it."""
+    return sorted(n for n in _REGISTRY if pattern is None or pattern in n)
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry for `name`, or a ValueError that suggests close names."""
+    if name not in _REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model {name!r}.{hint} See `resnets list` for all {len(_REGISTRY)} names.")
+    return _REGISTRY[name]
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    in_channels: int = 3,
+    *,
+    weights: str | Path | None = None,
+    shortcut: ShortcutKind | None = None,
+    zero_init_residual: bool = False,
+    drop_rate: float = 0.0,
+    stochastic_depth: float = 0.0,
+) -> ResNet:
+    """Build a zoo model by name, optionally loading a local weights file.
+
+    `num_classes` defaults to the model's own (1000 for ImageNet nets, 10 for CIFAR nets). `shortcut`
+    overrides the skip connection ("A", "B", "C"); plain twins have none and refuse it. `weights` is a
+    local `.pth`/`.pt`/`.safetensors` file in our, torchvision's or timm's layout.
+    """
+    entry = get_entry(name)
+    spec = entry.spec
+    if shortcut is not None and shortcut != spec.shortcut:
+        if not spec.residual:
+            raise ValueError(
+                f"{name} is a plain net without skip connections; shortcut={shortcut!r} conflicts"
+            )
+        if shortcut not in ("A", "B", "C"):
+            raise ValueError(f"shortcut must be 'A', 'B' or 'C', not {shortcut!r}")
+        spec = spec.with_(shortcut=shortcut)
+    model = ResNet(
+        spec,
+        num_classes=entry.num_classes if num_classes is None else num_classes,
+        in_channels=in_channels,
+        zero_init_residual=zero_init_residual,
+        drop_rate=drop_rate,
+        stochastic_depth=stochastic_depth,
+    )
+    if weights is not None:
+        from .weights import load_weights
+
+        load_weights(model, weights)
+    return model

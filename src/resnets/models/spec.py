@@ -1,0 +1,69 @@
+"""The declarative description of a ResNet: every variant in the zoo is one `ResNetSpec`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+BlockKind = Literal["basic", "bottleneck"]
+StemKind = Literal["imagenet", "deep", "cifar"]
+# A: zero-pad identity; B: projection only where the shape changes; C: projection in every block;
+# "none": no skip connection at all (the paper's plain nets).
+ShortcutKind = Literal["A", "B", "C", "none"]
+
+EXPANSION = {"basic": 1, "bottleneck": 4}
+
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    """Architecture of one network; the `ResNet` class builds exactly what this says."""
+
+    block: BlockKind
+    layers: tuple[int, ...]  # blocks per stage
+    widths: tuple[int, ...] = (64, 128, 256, 512)  # "planes" per stage; bottleneck output = 4x
+    stem: StemKind = "imagenet"
+    stem_width: int = 32  # inner width of the deep stem (v1c/v1d), ignored otherwise
+    shortcut: ShortcutKind = "B"
+    avg_down: bool = False  # v1d: 2x2 avg-pool then stride-1 1x1 projection (Bag of Tricks, He et al. 2019)
+    stride_in_1x1: bool = False  # v1: stride in the bottleneck's first 1x1 (paper, Caffe); v1.5: in the 3x3
+    preact: bool = False  # v2: BN-ReLU-conv (He et al. 2016, "Identity Mappings")
+    groups: int = 1  # ResNeXt cardinality
+    base_width: int = 64  # ResNeXt/Wide ResNet: bottleneck width = planes * base_width/64 * groups
+
+    def __post_init__(self) -> None:
+        if len(self.layers) != len(self.widths):
+            raise ValueError(f"spec has {len(self.layers)} stages but {len(self.widths)} widths")
+        if self.block not in EXPANSION:
+            raise ValueError(f"block must be 'basic' or 'bottleneck', not {self.block!r}")
+        if self.shortcut not in ("A", "B", "C", "none"):
+            raise ValueError(f"shortcut must be 'A', 'B', 'C' or 'none', not {self.shortcut!r}")
+        if self.block == "basic" and (self.groups != 1 or self.base_width != 64):
+            raise ValueError("grouped/wide convolutions need bottleneck blocks (as in torchvision)")
+
+    @property
+    def residual(self) -> bool:
+        return self.shortcut != "none"
+
+    @property
+    def stem_channels(self) -> int:
+        """Channels out of the stem: the first stage's input."""
+        return 16 if self.stem == "cifar" else 64
+
+    @property
+    def num_features(self) -> int:
+        """Channels into the classifier."""
+        return self.widths[-1] * EXPANSION[self.block]
+
+    @property
+    def depth(self) -> int:
+        """Weighted layers, counted as in the paper (convs on the main path, stem and classifier)."""
+        per_block = 2 if self.block == "basic" else 3
+        return per_block * sum(self.layers) + 2
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest input side the network accepts: every stride-2 step needs at least one pixel."""
+        return 8 if self.stem == "cifar" else 32
+
+    def with_(self, **changes: object) -> ResNetSpec:
+        return replace(self, **changes)

@@ -1,0 +1,115 @@
+"""Loading local weight files in our layout, torchvision's or timm's, detected from the key names."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from a `.safetensors` or `.pth`/`.pt` file. Pickles are read with `weights_only=True`, so a
+    file that would run code is refused. Training checkpoints (`{"model": ...}`) are unwrapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix not in WEIGHT_SUFFIXES:
+        raise ValueError(f"{path}: unsupported weights format {path.suffix!r}; use one of {WEIGHT_SUFFIXES}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{path}: refused to load: the file holds more than tensors and could run code ({e}). "
+            "Re-save it as a plain state dict or as .safetensors."
+        ) from e
+    for key in ("model", "state_dict", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
+    return obj
+
+
+_TIMM_V2 = [
+    (re.compile(r"^stem\.conv\."), "conv1."),
+    (
+        re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.norm(\d)\."),
+        lambda m: f"layer{int(m[1]) + 1}.{m[2]}.bn{m[3]}.",
+    ),
+    (
+        re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.downsample\.conv\."),
+        lambda m: f"layer{int(m[1]) + 1}.{m[2]}.downsample.0.",
+    ),
+    (re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\."), lambda m: f"layer{int(m[1]) + 1}.{m[2]}."),
+    (re.compile(r"^norm\."), "final_bn."),
+    (re.compile(r"^head\.fc\."), "fc."),
+]
+
+
+def to_our_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename foreign layouts: DataParallel's `module.` prefix, timm's `resnetv2_*` (pre-activation) and the
+    common CIFAR reproductions' `linear` classifier. torchvision's and timm's `resnet*` already match."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if any(k.startswith(("stages.", "stem.")) for k in state):
+        renamed = {}
+        for key, value in state.items():
+            for pattern, repl in _TIMM_V2:
+                new = pattern.sub(repl, key, count=1)
+                if new != key:
+                    key = new
+                    break
+            if key == "fc.weight" and value.ndim == 4:  # timm's head is a 1x1 conv
+                value = value.flatten(1)
+            renamed[key] = value
+        state = renamed
+    if "linear.weight" in state and "fc.weight" not in state:
+        state = {("fc." + k[len("linear.") :] if k.startswith("linear.") else k): v for k, v in state.items()}
+    return state
+
+
+def _adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Reuse RGB stem filters for another channel count: sum them for grayscale, else tile and rescale."""
+    have = weight.shape[1]
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    reps = -(-in_channels // have)
+    return weight.repeat(1, reps, 1, 1)[:, :in_channels] * (have / in_channels)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load `path` into `model` strictly, after renaming; tells (with a warning) what it had to adapt:
+    a new classifier for a different class count, a stem for a different channel count, or the projection
+    shortcuts a plain net does not have."""
+    state = to_our_layout(read_state_dict(path))
+    own = model.state_dict()
+    notes = []
+    if "fc.weight" in state and "fc.weight" in own and state["fc.weight"].shape != own["fc.weight"].shape:
+        state.pop("fc.weight")
+        state.pop("fc.bias", None)
+        state["fc.weight"], state["fc.bias"] = own["fc.weight"], own["fc.bias"]
+        notes.append(f"classifier re-initialised for {own['fc.weight'].shape[0]} classes")
+    stem_key = "conv1.weight" if "conv1.weight" in own else "conv1.0.weight"
+    if stem_key in state and state[stem_key].shape[1] != own[stem_key].shape[1]:
+        state[stem_key] = _adapt_input_conv(state[stem_key], own[stem_key].shape[1])
+        notes.append(f"stem adapted to {own[stem_key].shape[1]} input channel(s)")
+    dropped = [k for k in state if ".downsample." in k and k not in own]
+    if dropped and not any(".downsample." in k for k in own):
+        for k in dropped:
+            state.pop(k)
+        notes.append(f"ignored {len(dropped)} projection-shortcut tensors (this net has no skip connections)")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path} does not fit this model: {e}") from e
+    if notes:
+        warnings.warn(f"{Path(path).name}: " + "; ".join(notes), stacklevel=2)

@@ -1,0 +1,123 @@
+"""Typed training configuration, the named presets, and how unset fields get their defaults."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; saved as `config.json` in the run folder. None means "derive it"."""
+
+    model: str = "cifar_resnet20"
+    data: str = "fashion-mnist"  # fashion-mnist | cifar10 | cifar100 | imagenette | folder:PATH
+    data_root: str | None = None  # where the data set lies (default: $RESNETS_DATA and standard places)
+    epochs: int = 8
+    batch_size: int = 128  # per process: a distributed job's global batch is this x its processes
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float | None = None  # peak learning rate; default 0.1 x global batch/128 (SGD) or 1e-3 (AdamW)
+    momentum: float = 0.9  # SGD with Nesterov momentum
+    weight_decay: float = 5e-4  # not applied to BatchNorm and biases
+    schedule: Literal["onecycle", "cosine"] = "onecycle"
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    # augmentation (in-memory sets: batched random crop with padding, flip, cutout; mixup for all)
+    crop_padding: int = 2
+    flip: bool = True
+    cutout: int = 0
+    mixup: float = 0.0  # Beta(alpha, alpha); 0 disables
+    # model options
+    weights: str | None = None  # local .pth/.safetensors (torchvision/timm/ours) to start from
+    freeze: bool = False  # train only the classifier
+    freeze_epochs: int = 0  # fastai-style fine_tune: N epochs head-only, then all layers
+    lr_ratio: float = 10.0  # discriminative LRs after unfreezing: first layers get lr / lr_ratio
+    in_channels: int | None = None  # default: the data's (1 for Fashion-MNIST), 3 with ImageNet weights
+    image_size: int | None = None  # default: the data's own size (224 for folders)
+    drop_rate: float = 0.0
+    stochastic_depth: float = 0.0
+    zero_init_residual: bool = False
+    shortcut: Literal["A", "B", "C"] | None = None  # override the model's skip connection (paper options)
+    spec_overrides: dict[str, Any] | None = None  # ResNetSpec fields to change, e.g. {"stem": "cifar"}
+    # speed
+    precision: Precision = "auto"  # auto: bf16 on CPUs with AVX-512 bf16 and on GPUs, else fp32
+    channels_last: bool | None = None  # default: on for CUDA, off on CPU (measured slower with bf16 there)
+    compile: bool = False
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 disables
+    grad_clip: float = 0.0
+    # data handling
+    val_split: float = 0.0
+    limit: int | None = None  # use at most this many training images (quick runs)
+    test_limit: int | None = None  # evaluate on at most this many test images (quick runs)
+    strict_data: bool = False
+    workers: int = 2
+    tta: bool = False  # flip test-time augmentation in evaluation
+    # bookkeeping
+    seed: int = 0
+    deterministic: bool = False
+    out: str | None = None  # run folder; default runs/<model>-<data>-<time>
+    device: str = "auto"
+    quiet: bool = False
+    sync_bn: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a dict (e.g. a saved config.json), rejecting unknown keys by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def validate(self) -> None:
+        """Reject impossible values with messages that say what to change."""
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.test_limit is None or self.test_limit >= 1, f"test_limit must be >= 1: {self.test_limit}"),
+            (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (
+                0 <= self.freeze_epochs < self.epochs or self.freeze_epochs == 0,
+                "freeze_epochs must be < epochs",
+            ),
+            (not (self.freeze and self.freeze_epochs), "use either --freeze (head only) or --freeze-epochs"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (0 <= self.ema < 1, "ema is a decay in [0, 1), e.g. 0.999"),
+            (self.mixup >= 0, "mixup alpha must be >= 0"),
+            (self.optimizer in ("sgd", "adamw"), f"optimizer must be sgd or adamw, got {self.optimizer!r}"),
+            (
+                self.schedule in ("onecycle", "cosine"),
+                f"schedule must be onecycle or cosine, got {self.schedule!r}",
+            ),
+            (self.precision in ("auto", "fp32", "bf16", "fp16"), f"unknown precision {self.precision!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+# Named recipes. `default` is what `resnets train` runs with no options (see docs/benchmarks.md for the
+# measured curves); the others trade time for accuracy.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "fast": {},
+    "best": {},
+}
+
+
+def apply_preset(name: str, overrides: dict[str, Any]) -> TrainConfig:
+    """A preset's values, then the caller's explicit overrides on top."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return TrainConfig.from_dict({**PRESETS[name], **overrides})

@@ -1,0 +1,68 @@
+"""Optimiser, parameter groups (no decay on BN/biases, discriminative LRs) and the LR schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..models import ResNet
+from .config import TrainConfig
+from .distributed import world_size
+
+
+def default_lr(cfg: TrainConfig) -> float:
+    """Peak LR when none is given: the linear scaling rule for SGD (0.1 per 128 images of the global batch,
+    `batch_size` x the processes of a distributed job), 1e-3 for AdamW."""
+    if cfg.lr is not None:
+        return cfg.lr
+    return 0.1 * cfg.batch_size * world_size() / 128 if cfg.optimizer == "sgd" else 1e-3
+
+
+def layer_groups(model: ResNet) -> list[list[nn.Parameter]]:
+    """Parameters from input to output: stem, each stage, then the head (fastai's layer groups)."""
+    stem = [p for n, p in model.named_parameters() if n.startswith(("conv1", "bn1"))]
+    stages = [list(stage.parameters()) for stage in model.stages]
+    head = list(model.final_bn.parameters()) + list(model.fc.parameters())
+    return [stem, *stages, head]
+
+
+def param_groups(model: ResNet, lr: float, weight_decay: float, lr_ratio: float = 1.0) -> list[dict]:
+    """Groups with their own LR (geometric from lr/lr_ratio at the stem to lr at the head) and no weight
+    decay on BatchNorm parameters and biases (1-D tensors), which it only shrinks without regularising."""
+    groups = layer_groups(model)
+    out = []
+    for i, params in enumerate(groups):
+        scale = lr_ratio ** (-(len(groups) - 1 - i) / (len(groups) - 1))
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        out += [
+            {"params": decay, "lr": lr * scale, "weight_decay": weight_decay, "base_scale": scale},
+            {"params": no_decay, "lr": lr * scale, "weight_decay": 0.0, "base_scale": scale},
+        ]
+    return [g for g in out if g["params"]]
+
+
+def make_optimizer(model: ResNet, cfg: TrainConfig, lr_ratio: float = 1.0) -> torch.optim.Optimizer:
+    groups = param_groups(model, default_lr(cfg), cfg.weight_decay, lr_ratio)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=default_lr(cfg), momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    return torch.optim.AdamW(groups, lr=default_lr(cfg))
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the peak LR at `step`: linear warm-up, then linear (one-cycle) or cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    if schedule == "onecycle":
+        return max(1.0 - progress, 0.0)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, peak: float, factor: float) -> float:
+    """Apply the schedule to every group, keeping each group's discriminative scale; returns the head LR."""
+    for group in optimizer.param_groups:
+        group["lr"] = peak * factor * group["base_scale"]
+    return peak * factor

@@ -1,0 +1,86 @@
+"""Using a trained model: find its weights from a run folder or file, rebuild it, and predict on images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as TF
+
+from .models import ResNet, create_model
+from .train.checkpoint import read_meta
+
+
+@dataclass
+class Trained:
+    """A model rebuilt from a weights file, with what is needed to feed it: classes and input format."""
+
+    model: ResNet
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: tuple[int, int]
+    path: Path
+
+
+def resolve_weights(path: str | Path) -> Path:
+    """A run folder means its best.safetensors; a file means itself."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: give a run folder (with best.safetensors) or a weights file"
+        )
+    return path
+
+
+def load_trained(path: str | Path, model: str | None = None, num_classes: int | None = None) -> Trained:
+    """Rebuild the model a run trained. Our .safetensors carry their model name, classes and input format;
+    for foreign weights give `model` (and `num_classes`)."""
+    path = resolve_weights(path)
+    meta = read_meta(path)
+    name = model or meta.get("model")
+    if name is None:
+        raise ValueError(f"{path} does not say which model it holds: pass --model NAME")
+    n = num_classes or meta.get("num_classes")
+    net = create_model(name, num_classes=n, in_channels=meta.get("in_channels", 3), weights=path)
+    classes = meta.get("classes") or [str(i) for i in range(net.num_classes)]
+    side = 32 if net.spec.stem == "cifar" else 224
+    return Trained(
+        net.eval(),
+        classes,
+        tuple(meta.get("mean", (0.485, 0.456, 0.406)[: net.in_channels] or (0.5,))),
+        tuple(meta.get("std", (0.229, 0.224, 0.225)[: net.in_channels] or (0.5,))),
+        tuple(meta.get("image_size", (side, side))),
+        path,
+    )
+
+
+def load_image(path: str | Path, trained: Trained) -> torch.Tensor:
+    """Decode, convert to the model's channels, resize and normalise one image file: (C, H, W) float."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    mode = ImageReadMode.GRAY if trained.model.in_channels == 1 else ImageReadMode.RGB
+    try:
+        image = decode_image(str(path), mode=mode)
+    except RuntimeError as e:
+        raise ValueError(f"cannot decode {path}: not a readable image ({e})") from e
+    image = TF.resize(image, list(trained.image_size), antialias=True)
+    return TF.normalize(image.float() / 255, list(trained.mean), list(trained.std))
+
+
+@torch.no_grad()
+def predict(trained: Trained, images: list[str | Path], top_k: int = 5) -> list[list[tuple[str, float]]]:
+    """Top-k (class, probability) for each image file."""
+    batch = torch.stack([load_image(p, trained) for p in images])
+    probs = trained.model(batch).float().softmax(1)
+    k = min(top_k, probs.shape[1])
+    values, indices = probs.topk(k, 1)
+    return [
+        [(trained.classes[i], float(v)) for v, i in zip(row_v, row_i, strict=True)]
+        for row_v, row_i in zip(values.tolist(), indices.tolist(), strict=True)
+    ]

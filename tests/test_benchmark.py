@@ -1,0 +1,67 @@
+"""The benchmark runs end to end and reports every measurement (speed itself is for docs, not tests)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnets.bench import timing
+from resnets.bench.timing import median_seconds
+from resnets.cli import main
+
+
+def test_short_calls_are_looped_to_the_minimum_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+
+    def fn() -> None:  # takes exactly 2 ms of the fake clock
+        clock[0] += 0.002
+
+    calls_before = clock[0]
+    seconds = median_seconds(fn, torch.device("cpu"), warmup=1, repeats=3, min_time=0.02)
+    assert seconds == pytest.approx(0.002)
+    assert (clock[0] - calls_before) / 0.002 == pytest.approx(1 + 3 * 10)  # warm-up, then 10 calls a repeat
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """The machine is shared: threads that wait on each other under load make every op crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_quick_benchmark_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    threads = torch.get_num_threads()
+    argv = ["benchmark", "--quick", "--models", "resnet18", "--image-size", "32", "--batch-size", "2"]
+    argv += [
+        "--cifar-models",
+        "cifar_resnet20",
+        "--cifar-batch-size",
+        "4",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
+    ]
+    assert main(argv) == 0
+    assert torch.get_num_threads() == threads  # restored
+    result = json.loads(out.read_text())
+    assert set(result) == {"machine", "config", "load_average", "ceiling_gflops", "training", "inference"}
+    assert {"cpu", "cores", "threads", "gpu", "torch"} <= set(result["machine"])
+    assert result["machine"]["threads"] == 1 and result["ceiling_gflops"]["fp32"] > 0
+    training = {(r["model"], r["impl"], r["variant"]) for r in result["training"]}
+    assert {("resnet18", "ours", "fp32-nchw"), ("resnet18", "torchvision", "fp32-nchw")} <= training
+    assert ("cifar_resnet20", "ours", "fp32-nchw") in training and len(training) >= 4
+    inference = {(r["model"], r["impl"], r["batch_size"]) for r in result["inference"]}
+    for impl in ("ours-eager", "torchvision-eager", "ours-deploy", "onnxruntime"):
+        assert {("resnet18", impl, 2), ("resnet18", impl, 1)} <= inference
+    rows = result["training"] + result["inference"]
+    assert all(r["images_per_s"] > 0 and r["fraction_of_peak"] > 0 for r in rows)
+    assert "onnxruntime" in capsys.readouterr().out

@@ -1,0 +1,147 @@
+"""The deploy path: BN folding is exact, bf16/int8 stay close to fp32, exports reload with a free batch size."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from resnets.cli import main
+from resnets.deploy import export_model, fuse_bn, load_exported, prepare_for_inference
+from resnets.models import create_model
+from resnets.train.checkpoint import save_weights
+
+
+def trained_like(name: str, side: int) -> nn.Module:
+    """Random affine BN parameters and running statistics gathered from data, as after training."""
+    model = create_model(name)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+                m.momentum = None  # cumulative average over the batches below
+        model.train()
+        model(torch.randn(8, 3, side, side, generator=g))
+    return model.eval()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """The machine is shared: threads that wait on each other under load make every op crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+NETS = {  # one of each kind: basic, bottleneck + deep stem + avg-down, grouped, option A, plain, pre-activation
+    "cifar_resnet20": 32,
+    "resnet18": 32,
+    "resnet50d": 32,
+    "resnext50_32x4d": 32,
+    "cifar_plain20": 32,
+    "preact_resnet18": 32,
+}
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_fused_model_gives_the_same_outputs(name: str) -> None:
+    side = NETS[name]
+    model = trained_like(name, side)
+    fused = fuse_bn(model)
+    x = torch.randn(2, 3, side, side)
+    with torch.no_grad():
+        ref = model(x)
+        assert (fused(x) - ref).abs().max() < 1e-4 * ref.abs().max()  # fp32 rounding over 50 layers
+        # in float64 the fold is exact up to rounding, which shows it is the same function
+        exact = (fuse_bn(model.double())(x.double()) - model(x.double())).abs().max()
+    assert exact < 1e-9
+    bns = [n for n, m in fused.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    if model.spec.preact:  # only the BNs no conv precedes: each block's first and the final one
+        assert bns and all(n.endswith(".bn1") or n == "final_bn" for n in bns)
+    else:
+        assert bns == []
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+
+
+def test_bf16_predicts_the_same_classes() -> None:
+    model = trained_like("cifar_resnet20", 32)
+    x = torch.randn(64, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        out = prepare_for_inference(model, dtype="bf16")(x)
+    assert out.dtype == torch.float32
+    agree = (out.argmax(1) == ref.argmax(1)).float().mean()
+    assert agree > 0.95
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_fp32_default_is_channels_last_and_int8_stays_close() -> None:
+    model = trained_like("cifar_resnet20", 32)
+    fp32 = prepare_for_inference(model)
+    assert fp32.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    batches = [torch.randn(8, 3, 32, 32) for _ in range(4)]
+    int8 = prepare_for_inference(model, dtype="int8", calibration=batches)
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        assert (fp32(x) - ref).abs().max() < 1e-4 * ref.abs().max()
+        assert (int8(x) - ref).abs().max() < 0.1 * ref.abs().max()
+    with pytest.raises(ValueError, match="calibration"):
+        prepare_for_inference(model, dtype="int8")
+    with pytest.raises(ValueError, match="dtype"):
+        prepare_for_inference(model, dtype="fp16")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
+def test_export_reloads_with_any_batch_size(fmt: str, tmp_path: Path) -> None:
+    model = fuse_bn(trained_like("cifar_resnet20", 32))
+    path = export_model(model, tmp_path / f"net.{fmt}", fmt, (3, 32, 32))
+    run = load_exported(
+        path.rename(path.with_suffix({"onnx": ".onnx", "torchscript": ".ts", "pt2": ".pt2"}[fmt]))
+    )
+    for batch in (1, 5):
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            assert (run(x) - model(x)).abs().max() < 1e-4
+
+
+def test_export_refuses_unknown_format(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="onnx, torchscript, pt2"):
+        export_model(create_model("cifar_resnet20"), tmp_path / "x", "tflite", (3, 32, 32))
+
+
+def test_cli_exports_a_weights_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    weights = tmp_path / "w.safetensors"
+    save_file(
+        {k: v.contiguous() for k, v in create_model("cifar_resnet20").state_dict().items()}, str(weights)
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "resnets", "export", str(weights), "--model", "cifar_resnet20"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "w.onnx").is_file() and "max |diff|" in done.stdout
+    assert main(["export", str(tmp_path / "none.pt")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_cli_exports_a_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = create_model("cifar_resnet20", num_classes=7, in_channels=1)
+    meta = {"model": "cifar_resnet20", "num_classes": 7, "in_channels": 1, "image_size": [28, 28]}
+    save_weights(model.state_dict(), tmp_path / "best.safetensors", meta)
+    assert main(["export", str(tmp_path), "--format", "pt2", "--out", str(tmp_path / "out/net.pt2")]) == 0
+    assert "input N x 1 x 28 x 28" in capsys.readouterr().out
+    run = load_exported(tmp_path / "out/net.pt2")
+    assert run(torch.randn(3, 1, 28, 28)).shape == (3, 7)

@@ -1,0 +1,136 @@
+"""The experiments run end to end through the CLI at the tiny budget on the committed real-data subset, write
+their reports, and measure what they are about."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnets.cli import main
+from resnets.experiments import EXPERIMENTS
+from resnets.experiments.report import INCONCLUSIVE, REFUTES, SUPPORTS, combine, compare, noise_margin
+from resnets.models import count_params, create_model
+from resnets.train import TrainConfig
+from resnets.train.loop import model_spec
+
+FASHION = Path(__file__).parent / "fixtures" / "fashion-mnist"
+VERDICT = re.compile(r"\*\*Verdict: (supports|does not support|inconclusive)\.\*\*")
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Path]]:
+    """Run an experiment once per module (tiny budget, one thread) and return its report folder."""
+    threads = torch.get_num_threads()
+    done: dict[str, Path] = {}
+
+    def run(name: str) -> Path:
+        if name not in done:
+            out = tmp_path_factory.mktemp(name)
+            argv = ["experiment", name, "--budget", "tiny", "--data-root", str(FASHION), "--out", str(out)]
+            assert main([*argv, "--threads", "1"]) == 0
+            done[name] = out
+        return done[name]
+
+    yield run
+    torch.set_num_threads(threads)
+
+
+def read_json(path: Path) -> object:
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_experiment_writes_a_report(experiment: Callable[[str], Path], name: str) -> None:
+    out = experiment(name)
+    report = (out / "report.md").read_text()
+    assert VERDICT.search(report), "the report states a verdict"
+    for section in ("**Claim.**", "## Setup", "## Results", "Command: `resnets experiment", "Machine:"):
+        assert section in report
+    assert list(out.glob("*.png")) and list(out.glob("*.json")), "plots and raw numbers are written"
+    for table in out.glob("*.csv"):
+        with table.open() as f:
+            assert len(list(csv.DictReader(f))) >= 1
+
+
+def test_gradients_in_deep_plain_net_are_uneven_at_init(experiment: Callable[[str], Path]) -> None:
+    """With BatchNorm, the deep plain net's early gradients do not shrink: they grow toward the input,
+    by orders of magnitude more than in the residual twin, whose layers all get gradients of one order."""
+    nets = read_json(experiment("gradients") / "ratios.json")
+    deepest = max(n["depth"] for n in nets)
+    plain, res = ({n["kind"]: n for n in nets if n["depth"] == deepest and n["phase"] == "init"}[k]
+                  for k in ("plain", "resnet"))  # fmt: skip
+    assert plain["first"] > 10 * res["first"]
+    assert 0.5 < plain["last"] / res["last"] < 2  # the twins agree where the loss enters
+    assert plain["first_over_last"] > 100 * res["first_over_last"]
+    assert 0.1 < res["first_over_last"] < 100
+
+
+def test_degradation_records_four_curves(experiment: Callable[[str], Path]) -> None:
+    finals = read_json(experiment("degradation") / "final.json")
+    assert set(finals) == {"cifar_plain20", "cifar_plain56", "cifar_resnet20", "cifar_resnet56"}
+    assert all(0 <= f["train_error"] <= 1 and 0 <= f["test_error"] <= 1 for f in finals.values())
+
+
+def test_resolution_runs_at_every_size_and_flatten_twin_only_at_one(
+    experiment: Callable[[str], Path],
+) -> None:
+    result = read_json(experiment("resolution") / "sizes.json")
+    rows = result["rows"]
+    assert len(rows) >= 3
+    assert all(re.fullmatch(r"\d+x10", r["gap_output"]) for r in rows)
+    for r in rows:
+        if r["size"] == result["native"]:
+            assert re.fullmatch(r"\d+x10", r["flatten_output"])
+        else:
+            assert r["flatten_output"].startswith("error: mat1 and mat2 shapes cannot be multiplied")
+
+
+def test_complexity_matches_the_paper(experiment: Callable[[str], Path]) -> None:
+    result = read_json(experiment("complexity") / "complexity.json")
+    assert len(result["paper"]) == 11
+    assert all(abs(row["rel_error"]) < 0.05 for row in result["paper"])
+    assert 1.0 < result["resnet50_v1_over_34"] < 1.1
+    assert "does not support" not in (experiment("complexity") / "report.md").read_text()
+
+
+def test_variants_are_matched_in_compute(experiment: Callable[[str], Path]) -> None:
+    rows = {r["model"]: r for r in read_json(experiment("variants") / "results.json")["rows"]}
+    assert {"v1", "v1.5", "v1d", "pre-act (v2)"} <= set(rows)
+    resnext = [r for name, r in rows.items() if name.startswith("ResNeXt")]
+    assert resnext and all(abs(r["mmacs"] / rows["v1.5"]["mmacs"] - 1) < 0.1 for r in resnext)
+    assert all(0 <= r["test_acc"] <= 1 for r in rows.values())
+
+
+def test_shortcut_options_differ_in_parameters(experiment: Callable[[str], Path]) -> None:
+    rows = read_json(experiment("shortcuts") / "results.json")
+    params = [r["params"] for r in rows]
+    assert params[0] == count_params(create_model("cifar_resnet20", num_classes=10, in_channels=1))
+    assert params[0] < params[1] < params[2]
+
+
+def test_verdict_helpers() -> None:
+    assert (
+        compare(0.05, 0.01) == SUPPORTS
+        and compare(-0.05, 0.01) == REFUTES
+        and compare(0.0, 0.01) == INCONCLUSIVE
+    )
+    assert combine([SUPPORTS, SUPPORTS]) == SUPPORTS
+    assert combine([SUPPORTS, INCONCLUSIVE]) == INCONCLUSIVE
+    assert combine([INCONCLUSIVE, REFUTES]) == REFUTES
+    assert noise_margin(0.9, 10_000, 0.9, 10_000) < noise_margin(0.9, 100, 0.9, 100)
+    assert noise_margin(1.0, 100, 1.0, 100) > 0
+
+
+def test_spec_overrides_from_json_build_a_smaller_net() -> None:
+    cfg = TrainConfig(
+        model="resnet50", spec_overrides={"stem": "cifar", "layers": [1, 1, 1], "widths": [8, 16, 32]}
+    )
+    spec = model_spec(cfg)
+    assert spec.layers == (1, 1, 1) and spec.widths == (8, 16, 32) and spec.stem == "cifar"
+    assert model_spec(TrainConfig(model="cifar_resnet20", shortcut="C")).shortcut == "C"

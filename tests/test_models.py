@@ -1,0 +1,300 @@
+"""The zoo: every model builds and runs, equals torchvision/timm with the same weights, and matches the
+paper's tables."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+import resnets
+from resnets.models import count_macs, count_params, create_model, get_entry
+from resnets.models.shortcuts import ZeroPadShortcut
+
+HUGE = {"cifar_resnet1202", "cifar_preact_resnet1001"}
+
+
+def randomize(model: nn.Module) -> nn.Module:
+    """Non-trivial BN statistics and affine parameters, so parity tests exercise every tensor."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model.eval()
+
+
+def assert_same_outputs(ours: nn.Module, ref: nn.Module, size: int = 64) -> None:
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        diff = (ours.eval()(x) - ref.eval()(x)).abs().max().item()
+    assert diff < 1e-4, diff
+
+
+def test_registry_lists_every_family() -> None:
+    names = resnets.list_models()
+    assert names == sorted(names)
+    expected = {
+        "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+        "resnet50_v1", "resnet101_v1", "resnet152_v1",
+        "resnet18d", "resnet34d", "resnet50c", "resnet50d", "resnet101d", "resnet152d",
+        "preact_resnet18", "preact_resnet34", "preact_resnet50", "preact_resnet101", "preact_resnet152",
+        "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+        "cifar_resnet20", "cifar_resnet32", "cifar_resnet44", "cifar_resnet56", "cifar_resnet110",
+        "cifar_resnet1202", "cifar_preact_resnet110", "cifar_preact_resnet164", "cifar_preact_resnet1001",
+        "plain18", "plain34", "cifar_plain20", "cifar_plain32", "cifar_plain44", "cifar_plain56",
+        "cifar_plain110",
+    }  # fmt: skip
+    assert expected <= set(names)
+    assert resnets.list_models("cifar_plain") == [n for n in names if "cifar_plain" in n]
+
+
+@pytest.mark.parametrize("name", resnets.list_models())
+def test_every_model_runs_at_its_smallest_input(name: str) -> None:
+    model = create_model(name, num_classes=7, in_channels=1)
+    side = model.spec.min_input_size
+    x = torch.randn(2, 1, side, side + 8)  # non-square on purpose
+    if name in HUGE:
+        with torch.no_grad():
+            assert model.eval()(x).shape == (2, 7)
+        return
+    out = model(x)
+    assert out.shape == (2, 7)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+TORCHVISION = [
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_equals_torchvision(name: str) -> None:
+    ref = randomize(getattr(torchvision.models, name)())
+    ours = create_model(name)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    assert_same_outputs(ours, ref)
+
+
+@pytest.mark.parametrize(
+    ("ours_name", "timm_name"),
+    [
+        ("resnet18d", "resnet18d"),
+        ("resnet34d", "resnet34d"),
+        ("resnet50c", "resnet50c"),
+        ("resnet50d", "resnet50d"),
+        ("resnet101d", "resnet101d"),
+        ("preact_resnet50", "resnetv2_50"),
+    ],
+)
+def test_equals_timm_through_weight_files(ours_name: str, timm_name: str, tmp_path) -> None:
+    timm = pytest.importorskip("timm")
+    ref = randomize(timm.create_model(timm_name, pretrained=False))
+    path = tmp_path / "w.pth"
+    torch.save(ref.state_dict(), path)
+    ours = create_model(ours_name, weights=path)
+    assert_same_outputs(ours, ref)
+
+
+def test_v1_puts_the_stride_in_the_first_1x1() -> None:
+    v1, v15 = create_model("resnet50_v1"), create_model("resnet50")
+    assert v1.layer2[0].conv1.stride == (2, 2) and v1.layer2[0].conv2.stride == (1, 1)
+    assert v15.layer2[0].conv1.stride == (1, 1) and v15.layer2[0].conv2.stride == (2, 2)
+    assert count_params(v1) == count_params(v15)
+
+
+# ---- the paper's tables ----
+
+
+@pytest.mark.parametrize(
+    ("name", "gmacs"),
+    [
+        ("resnet18", 1.8),
+        ("resnet34", 3.6),
+        ("resnet50_v1", 3.8),
+        ("resnet101_v1", 7.6),
+        ("resnet152_v1", 11.3),
+    ],
+)
+def test_macs_match_paper_table1(name: str, gmacs: float) -> None:
+    measured = count_macs(create_model(name), (3, 224, 224)) / 1e9
+    assert abs(measured - gmacs) / gmacs < 0.025, measured
+
+
+@pytest.mark.parametrize(
+    ("depth", "mparams"), [(20, 0.27), (32, 0.46), (44, 0.66), (56, 0.85), (110, 1.7), (1202, 19.4)]
+)
+def test_cifar_params_match_paper_table6(depth: int, mparams: float) -> None:
+    measured = count_params(create_model(f"cifar_resnet{depth}")) / 1e6
+    assert round(measured, 2 if mparams < 1 else 1) == mparams, measured
+
+
+def test_bottleneck_costs_little_more_than_basic() -> None:
+    r34, r50 = (count_macs(create_model(n), (3, 224, 224)) for n in ("resnet34", "resnet50_v1"))
+    assert 1.0 < r50 / r34 < 1.1
+
+
+def test_paper_depths() -> None:
+    for d in (18, 34, 50, 101, 152):
+        assert get_entry(f"resnet{d}").spec.depth == d
+    for d in (20, 56, 110, 1202):
+        assert get_entry(f"cifar_resnet{d}").spec.depth == d
+    assert get_entry("cifar_preact_resnet164").spec.depth == 164
+
+
+# ---- shortcuts and plain twins ----
+
+
+def test_option_a_matches_the_common_cifar_reproduction() -> None:
+    x = torch.randn(2, 16, 8, 8)
+    expected = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 8, 8))  # planes // 4 zero channels each side
+    assert torch.equal(ZeroPadShortcut(16, 32, 2)(x), expected)
+
+
+def test_cifar_reproduction_checkpoint_loads(tmp_path) -> None:
+    src = randomize(create_model("cifar_resnet20"))
+    foreign = {
+        "module." + k.replace("fc.", "linear."): v for k, v in src.state_dict().items()
+    }  # DataParallel + `linear` head
+    torch.save({"state_dict": foreign}, tmp_path / "resnet20.th.pt")
+    ours = create_model("cifar_resnet20", weights=tmp_path / "resnet20.th.pt")
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(ours.eval()(x), src(x))
+
+
+def test_shortcut_options_change_only_projections() -> None:
+    a = create_model("cifar_resnet20", shortcut="A")
+    b = create_model("cifar_resnet20", shortcut="B")
+    c = create_model("cifar_resnet20", shortcut="C")
+    assert count_params(a) < count_params(b) < count_params(c)
+    assert sum(".downsample." in k for k in b.state_dict()) > 0
+    assert all(blk.downsample is not None for stage in c.stages for blk in stage)
+    with pytest.raises(ValueError, match="plain"):
+        create_model("cifar_plain20", shortcut="B")
+
+
+def test_plain_twins_have_the_residual_parameters() -> None:
+    for depth in (20, 56):
+        plain, res = create_model(f"cifar_plain{depth}"), create_model(f"cifar_resnet{depth}")
+        assert {k: v.shape for k, v in plain.state_dict().items()} == {
+            k: v.shape for k, v in res.state_dict().items()
+        }
+    plain, res = create_model("plain18"), create_model("resnet18")
+    res_keys = {k for k in res.state_dict() if ".downsample." not in k}
+    assert set(plain.state_dict()) == res_keys
+
+
+def test_residual_weights_load_into_plain_twin(tmp_path) -> None:
+    torch.save(create_model("resnet18").state_dict(), tmp_path / "r18.pth")
+    with pytest.warns(UserWarning, match="no skip connections"):
+        create_model("plain18", weights=tmp_path / "r18.pth")
+
+
+def test_plain_and_residual_differ_only_by_the_skip() -> None:
+    res = randomize(create_model("cifar_resnet20"))
+    plain = randomize(create_model("cifar_plain20"))
+    plain.load_state_dict(res.state_dict())
+    block, pblock = res.layer1[0], plain.layer1[0]
+    h = torch.randn(2, 16, 8, 8).relu()
+    with torch.no_grad():
+        branch = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(h)))))
+        assert torch.allclose(block(h), torch.relu(branch + h))
+        assert torch.allclose(pblock(h), torch.relu(branch))
+
+
+# ---- options ----
+
+
+def test_zero_init_residual_makes_blocks_identity() -> None:
+    model = create_model("cifar_resnet20", zero_init_residual=True).eval()
+    h = torch.randn(2, 16, 8, 8).relu()
+    assert torch.allclose(model.layer1[0](h), h)
+    pre = create_model("cifar_preact_resnet110", zero_init_residual=True).eval()
+    assert torch.allclose(pre.layer1[0](h), h)
+
+
+def test_dropout_and_stochastic_depth_only_in_training() -> None:
+    model = create_model("cifar_resnet20", drop_rate=0.5, stochastic_depth=0.5)
+    x = torch.randn(4, 3, 32, 32)
+    model.train()
+    assert not torch.allclose(model(x), model(x))
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
+def test_in_channels_and_num_classes_defaults() -> None:
+    assert create_model("resnet18").fc.out_features == 1000
+    assert create_model("cifar_resnet20").fc.out_features == 10
+    assert create_model("resnet18", in_channels=1).conv1.in_channels == 1
+
+
+# ---- clear errors ----
+
+
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [((3, 32, 32), "4-D"), ((1, 1, 32, 32), "3 input channel"), ((1, 3, 16, 16), "too small")],
+)
+def test_bad_input_gives_clear_error(shape: tuple[int, ...], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        create_model("resnet18")(torch.randn(*shape))
+
+
+def test_cifar_net_accepts_8px_but_not_7px() -> None:
+    model = create_model("cifar_resnet20")
+    assert model(torch.randn(1, 3, 8, 8)).shape == (1, 10)
+    with pytest.raises(ValueError, match="at least 8x8"):
+        model(torch.randn(1, 3, 7, 7))
+
+
+def test_unknown_model_suggests_names() -> None:
+    with pytest.raises(ValueError, match="Did you mean resnet50"):
+        create_model("resnet05")
+
+
+def test_weights_with_other_class_count_reinitialise_head(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    src = create_model("resnet18")
+    save_file(src.state_dict(), tmp_path / "r18.safetensors")
+    with pytest.warns(UserWarning, match="classifier re-initialised for 5 classes"):
+        model = create_model("resnet18", num_classes=5, weights=tmp_path / "r18.safetensors")
+    assert torch.equal(model.layer4[1].conv2.weight, src.layer4[1].conv2.weight)
+
+
+def test_rgb_weights_adapt_to_grayscale(tmp_path) -> None:
+    src = create_model("resnet18")
+    torch.save(src.state_dict(), tmp_path / "r18.pth")
+    with pytest.warns(UserWarning, match="1 input channel"):
+        model = create_model("resnet18", in_channels=1, weights=tmp_path / "r18.pth")
+    assert torch.allclose(model.conv1.weight, src.conv1.weight.sum(1, keepdim=True))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this would run code",))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path) -> None:
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"fc.weight": _Evil()}, f, protocol=2)
+    with pytest.raises(ValueError, match="refused"):
+        create_model("resnet18", weights=path)
+
+
+def test_weights_of_another_architecture_are_named(tmp_path) -> None:
+    torch.save(create_model("resnet34").state_dict(), tmp_path / "r34.pth")
+    with pytest.raises(ValueError, match="does not fit"):
+        create_model("resnet18", weights=tmp_path / "r34.pth")
+    with pytest.raises(FileNotFoundError):
+        create_model("resnet18", weights=tmp_path / "missing.pth")
