@@ -292,6 +292,23 @@ def test_pickle_that_runs_code_is_refused(tmp_path) -> None:
         create_model("resnet18", weights=path)
 
 
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_truncated_weights_file_is_named(tmp_path, suffix: str) -> None:
+    good = tmp_path / f"good{suffix}"
+    state = create_model("cifar_resnet20").state_dict()
+    if suffix == ".pth":
+        torch.save(state, good)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(state, str(good))
+    broken = tmp_path / f"broken{suffix}"
+    broken.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"broken.*not a readable") as info:
+        create_model("cifar_resnet20", weights=broken)
+    assert "run code" not in str(info.value)
+
+
 def test_weights_of_another_architecture_are_named(tmp_path) -> None:
     torch.save(create_model("resnet34").state_dict(), tmp_path / "r34.pth")
     with pytest.raises(ValueError, match="does not fit"):

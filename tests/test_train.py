@@ -21,6 +21,7 @@ from resnets import create_model
 from resnets.data import make_loader
 from resnets.train import History, TrainConfig, evaluate, fit
 from resnets.train import loop as loop_module
+from resnets.train.autotune import fastest_cpu_format
 from resnets.train.checkpoint import read_meta
 from resnets.train.loop import METRIC_FIELDS
 from resnets.train.lr_find import lr_find, suggest_lr
@@ -102,7 +103,11 @@ def test_training_learns_and_writes_the_run_folder(tmp_path: Path) -> None:
         assert float(row["test_acc"]) == pytest.approx(epoch["test_acc"])
         assert float(row["train_loss"]) == pytest.approx(epoch["train_loss"])
     assert history.best_acc == max(float(r["test_acc"]) for r in rows)
-    assert TrainConfig.load(out / "config.json").limit == 800
+    saved = TrainConfig.load(out / "config.json")
+    assert saved.limit == 800
+    assert saved.precision in ("fp32", "bf16") and isinstance(
+        saved.channels_last, bool
+    )  # resolved, for resume
 
     # the saved weights carry their metadata and reproduce the logged accuracy
     meta = read_meta(out / "last.safetensors")
@@ -112,9 +117,9 @@ def test_training_learns_and_writes_the_run_folder(tmp_path: Path) -> None:
     assert trained.classes[0] == "T-shirt/top" and trained.model.in_channels == 1
     bundle = loop_module.load_data(TrainConfig.load(out / "config.json"))  # the same 500 test images
     assert len(bundle.test) == 500 and bundle.image_size == (12, 12)
-    runtime = resolve_runtime(TrainConfig())
+    runtime = resolve_runtime(saved)  # the precision the run chose
     loader = make_loader(bundle, "test", 256, train=False)
-    result = evaluate(trained.model, loader, bundle.num_classes, runtime)
+    result = evaluate(trained.model, loader, bundle.num_classes, runtime, tta=saved.tta)
     assert result.top1 == pytest.approx(history.epochs[-1]["test_acc"], abs=0.005)
     report = (out / "report.md").read_text()
     assert "cifar_resnet20" in report and f"{100 * history.epochs[-1]['test_acc']:.2f}%" in report
@@ -357,3 +362,19 @@ def test_tensorboard_events_when_installed(tmp_path: Path, monkeypatch: pytest.M
     assert calls[0] == ("init", str(tmp_path / "run" / "tensorboard")) and calls[-1] == ("close",)
     for tag in ("loss/train", "acc/train", "loss/test", "acc/test", "top5/test", "lr", "seconds"):
         assert (tag, 1) in calls and (tag, 2) in calls, tag
+
+
+def test_cpu_format_search_times_every_candidate_and_leaves_no_trace() -> None:
+    """The format search times each candidate, picks the fastest, and touches neither the model nor the
+    random streams the run will use."""
+    model = create_model("cifar_resnet20", num_classes=10, in_channels=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    best, speeds = fastest_cpu_format(
+        model, (8, 1, 16, 16), 10, [None, torch.bfloat16], [False, True], steps=1
+    )
+    assert set(speeds) == {"fp32 NCHW", "fp32 channels_last", "bf16 NCHW", "bf16 channels_last"}
+    assert all(v > 0 for v in speeds.values())
+    assert speeds[str(best)] == max(speeds.values())
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -67,7 +67,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train.runtime import resolve_runtime
     from .trained import load_trained
 
-    trained = load_trained(args.weights, model=args.model)
+    trained = load_trained(args.weights, args.model, args.num_classes, args.in_channels)
     net = trained.model
     bundle = load_dataset(
         args.data, args.data_root, channels=net.in_channels, image_size=trained.image_size[0]
@@ -96,7 +96,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Top-k classes with probabilities for image files."""
     from .trained import load_trained, predict
 
-    trained = load_trained(args.weights, model=args.model)
+    trained = load_trained(args.weights, args.model, args.num_classes, args.in_channels)
     for path, top in zip(args.images, predict(trained, args.images, args.top_k), strict=True):
         print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
     return 0
@@ -130,7 +130,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.format not in FORMATS:
         raise ValueError(f"unknown export format {args.format!r}; choose one of {', '.join(FORMATS)}")
-    trained = load_trained(args.weights, model=args.model, num_classes=args.num_classes)
+    trained = load_trained(args.weights, args.model, args.num_classes, args.in_channels)
     model = fuse_bn(trained.model)
     size = tuple(args.input_size) if args.input_size else (model.in_channels, *trained.image_size)
     out = args.out or trained.path.with_suffix(FORMATS[args.format])
@@ -203,6 +203,14 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: frozenset[str] = fro
                                 help=f"default: {f.default}")  # fmt: skip
 
 
+def add_foreign_weights_options(p: argparse.ArgumentParser) -> None:
+    """Our weights files say which model they hold; torchvision/timm files need to be told."""
+    group = p.add_argument_group("weights without our metadata (torchvision, timm)")
+    group.add_argument("--model", default=None, help="model name")
+    group.add_argument("--num-classes", type=int, default=None, help="default: the classifier's size")
+    group.add_argument("--in-channels", type=int, default=None, help="default 3")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resnets", description="The ResNet family: models, training, experiments."
@@ -257,9 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weights", help="run folder or weights file")
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--model", default=None, help="model name, for weights without our metadata")
+    add_foreign_weights_options(p)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                   help="average with horizontally flipped images, as training evaluates (default: on)")  # fmt: skip
     p.add_argument("--device", default="auto")
     p.set_defaults(handler=cmd_evaluate)
 
@@ -267,15 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weights", help="run folder or weights file")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--model", default=None, help="model name, for weights without our metadata")
+    add_foreign_weights_options(p)
     p.set_defaults(handler=cmd_predict)
 
     p = add("export", "fold BN and export trained weights to ONNX, TorchScript or pt2 (dynamic batch)")
     p.add_argument("weights", help="run folder or weights file")
     p.add_argument("--format", default="onnx", help="onnx (default), torchscript or pt2")
     p.add_argument("--out", default=None, help="output file (default: next to the weights, .onnx/.ts/.pt2)")
-    p.add_argument("--model", default=None, help="model name, for weights without our metadata")
-    p.add_argument("--num-classes", type=int, default=None, help="for weights without our metadata")
+    add_foreign_weights_options(p)
     p.add_argument(
         "--input-size", nargs=3, type=int, metavar=("C", "H", "W"), help="default: the run's input format"
     )

@@ -9,6 +9,9 @@ import torch
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
+from .data.bundle import convert_stats
+from .data.load import IMAGENET_STATS
+from .deploy import prepare_for_inference
 from .models import ResNet, create_model
 from .train.checkpoint import read_meta
 
@@ -37,23 +40,28 @@ def resolve_weights(path: str | Path) -> Path:
     return path
 
 
-def load_trained(path: str | Path, model: str | None = None, num_classes: int | None = None) -> Trained:
+def load_trained(
+    path: str | Path, model: str | None = None, num_classes: int | None = None, in_channels: int | None = None
+) -> Trained:
     """Rebuild the model a run trained. Our .safetensors carry their model name, classes and input format;
-    for foreign weights give `model` (and `num_classes`)."""
+    for foreign weights give `model` (and `num_classes`, `in_channels` when not the file's own)."""
     path = resolve_weights(path)
     meta = read_meta(path)
     name = model or meta.get("model")
     if name is None:
         raise ValueError(f"{path} does not say which model it holds: pass --model NAME")
     n = num_classes or meta.get("num_classes")
-    net = create_model(name, num_classes=n, in_channels=meta.get("in_channels", 3), weights=path)
+    channels = in_channels or meta.get("in_channels", 3)
+    net = create_model(name, num_classes=n, in_channels=channels, weights=path)
     classes = meta.get("classes") or [str(i) for i in range(net.num_classes)]
     side = 32 if net.spec.stem == "cifar" else 224
+    # foreign weights (torchvision, timm) were trained on ImageNet: normalise as they were
+    mean, std = (convert_stats(stats, net.in_channels) for stats in IMAGENET_STATS)
     return Trained(
         net.eval(),
         classes,
-        tuple(meta.get("mean", (0.485, 0.456, 0.406)[: net.in_channels] or (0.5,))),
-        tuple(meta.get("std", (0.229, 0.224, 0.225)[: net.in_channels] or (0.5,))),
+        tuple(meta.get("mean", mean)),
+        tuple(meta.get("std", std)),
         tuple(meta.get("image_size", (side, side))),
         path,
     )
@@ -75,9 +83,10 @@ def load_image(path: str | Path, trained: Trained) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(trained: Trained, images: list[str | Path], top_k: int = 5) -> list[list[tuple[str, float]]]:
-    """Top-k (class, probability) for each image file."""
+    """Top-k (class, probability) for each image file, computed by the deploy path (as `resnets export`)."""
     batch = torch.stack([load_image(p, trained) for p in images])
-    probs = trained.model(batch).float().softmax(1)
+    model = prepare_for_inference(trained.model)  # the deploy path: BN folded, channels_last
+    probs = model(batch.contiguous(memory_format=torch.channels_last)).float().softmax(1)
     k = min(top_k, probs.shape[1])
     values, indices = probs.topk(k, 1)
     return [

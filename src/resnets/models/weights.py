@@ -22,16 +22,23 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix not in WEIGHT_SUFFIXES:
         raise ValueError(f"{path}: unsupported weights format {path.suffix!r}; use one of {WEIGHT_SUFFIXES}")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except SafetensorError as e:
+            raise ValueError(f"{path}: not a readable .safetensors file ({e}); is it complete?") from e
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(
-            f"{path}: refused to load: the file holds more than tensors and could run code ({e}). "
-            "Re-save it as a plain state dict or as .safetensors."
-        ) from e
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Weights only load failed" in str(e):
+            raise ValueError(
+                f"{path}: refused to load: the file holds more than tensors and could run code. "
+                "Re-save it as a plain state dict or as .safetensors."
+            ) from e
+        raise ValueError(f"{path}: not a readable PyTorch weights file ({reason}); is it complete?") from e
     for key in ("model", "state_dict", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

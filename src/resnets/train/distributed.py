@@ -200,6 +200,9 @@ def elastic_resume(cfg: TrainConfig, resume: str | Path | None) -> str | Path | 
         if not (run_dir / STATE_FILE).is_file() or not (run_dir / "config.json").is_file():
             return False
         saved = asdict(TrainConfig.load(run_dir / "config.json")) | {"quiet": cfg.quiet, "out": cfg.out}
+        for name, unresolved in (("precision", "auto"), ("channels_last", None)):  # resolved when it started
+            if getattr(cfg, name) == unresolved:
+                saved[name] = unresolved
         return saved == asdict(cfg)
 
     return run_dir if on_main(same_run) else None

@@ -7,7 +7,7 @@ import csv
 import io
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 
@@ -16,16 +16,17 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..data import AugmentConfig, DataBundle, FolderSplit, load_dataset, make_loader, mixup
+from ..data import DataBundle, FolderSplit, load_dataset, make_loader, mixup
 from ..data.bundle import balanced_subset
 from ..data.seeds import mix_seed
 from ..models import ResNet, ResNetSpec, create_model, get_entry, load_weights
 from . import distributed
+from .autotune import fastest_cpu_format
 from .checkpoint import atomic_write_text, load_state, save_state, save_weights
 from .config import TrainConfig
 from .metrics import EvalResult, MetricAccumulator
 from .optim import default_lr, lr_factor, make_optimizer, set_lr
-from .runtime import Runtime, resolve_runtime, seed_everything
+from .runtime import Runtime, cpu_has_bf16, precision_name, resolve_runtime, seed_everything
 from .tboard import log_epoch, open_writer
 
 METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "seconds"]
@@ -167,6 +168,31 @@ def load_data(cfg: TrainConfig) -> DataBundle:
     return bundle
 
 
+def tune_cpu_format(cfg: TrainConfig, runtime: Runtime, model: ResNet, bundle: DataBundle) -> Runtime:
+    """On a CPU, time the formats left to "auto" (precision, channels_last) and keep the fastest; the choice
+    is written into `cfg`, so config.json and a resumed run use it. Skipped where the search would cost
+    more than ~5% of the run, for large images, in distributed jobs (ranks must agree) and with
+    --deterministic."""
+    precisions = [None, torch.bfloat16] if cfg.precision == "auto" and cpu_has_bf16() else [runtime.amp_dtype]
+    layouts = [False, True] if cfg.channels_last is None else [cfg.channels_last]
+    steps = cfg.epochs * (len(bundle.train) // cfg.batch_size)
+    searched = len(precisions) * len(layouts) * 4  # steps the search takes
+    if (
+        runtime.device.type == "cpu" and searched > 4 and steps >= 20 * searched
+        and bundle.image_size[0] * bundle.image_size[1] <= 64 * 64
+        and runtime.world_size == 1 and not cfg.deterministic
+    ):  # fmt: skip
+        shape = (cfg.batch_size, bundle.channels, *bundle.image_size)
+        best, speeds = fastest_cpu_format(model, shape, bundle.num_classes, precisions, layouts)
+        if speeds[str(best)] > 0:
+            runtime = replace(runtime, amp_dtype=best.amp_dtype, channels_last=best.channels_last)
+            log(cfg, runtime, "fastest training format here: "
+                + ", ".join(f"{name} {speed:.0f} img/s" for name, speed in sorted(speeds.items(), key=lambda kv: -kv[1])))  # fmt: skip
+    cfg.precision = precision_name(runtime.amp_dtype)
+    cfg.channels_last = runtime.channels_last
+    return runtime
+
+
 def set_frozen(model: ResNet, frozen: bool) -> None:
     """Freeze (or unfreeze) everything but the classifier head, for transfer learning."""
     head = {id(p) for p in list(model.fc.parameters()) + list(model.final_bn.parameters())}
@@ -231,6 +257,7 @@ def _fit(cfg: TrainConfig, resume: str | Path | None) -> History:
         raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {len(bundle.train)} training images "
                          f"({runtime.world_size} process(es)): lower it or use more data")  # fmt: skip
     model = build_model(cfg, bundle).to(runtime.device)
+    runtime = tune_cpu_format(cfg, runtime, model, bundle)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.sync_bn:
@@ -280,12 +307,12 @@ def _fit(cfg: TrainConfig, resume: str | Path | None) -> History:
         warmup = min(int(cfg.warmup_epochs * steps_per_epoch), (end - begin) // 2)
         return lr_factor(s - begin, end - begin, warmup, cfg.schedule)
 
-    augment = AugmentConfig(crop_padding=cfg.crop_padding, flip=cfg.flip, cutout=cfg.cutout)
+    augment = cfg.augment()
     test_loader = make_loader(bundle, "test", max(cfg.batch_size, 256), train=False, device=runtime.device,
                               workers=cfg.workers, channels_last=runtime.channels_last)  # fmt: skip
     log(cfg, runtime, f"training {cfg.model} on {bundle.name} ({len(bundle.train)} train / {len(bundle.test)} test "
         f"images, {bundle.num_classes} classes) for {cfg.epochs} epochs on {runtime.device} "
-        f"({runtime.amp_dtype or 'fp32'}) -> {run_dir}")  # fmt: skip
+        f"({precision_name(runtime.amp_dtype)}{', channels_last' if runtime.channels_last else ''}) -> {run_dir}")  # fmt: skip
     if runtime.world_size > 1:
         log(cfg, runtime, f"distributed: {runtime.world_size} processes x batch {cfg.batch_size} = global batch "
             f"{runtime.world_size * cfg.batch_size}, peak lr {default_lr(cfg):g}")  # fmt: skip

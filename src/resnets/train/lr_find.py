@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import AugmentConfig, make_loader
+from ..data import make_loader
 from .config import TrainConfig
 from .loop import build_model, load_data, set_frozen
 from .optim import make_optimizer
@@ -57,7 +57,7 @@ def lr_find(
         model = model.to(memory_format=torch.channels_last)
     set_frozen(model, cfg.freeze or cfg.freeze_epochs > 0)  # fine-tuning finds the LR of the head phase
     optimizer = make_optimizer(model, cfg, cfg.lr_ratio if cfg.weights else 1.0)
-    augment = AugmentConfig(crop_padding=cfg.crop_padding, flip=cfg.flip, cutout=cfg.cutout)
+    augment = cfg.augment()
     growth = (end / start) ** (1 / (steps - 1))
     lrs: list[float] = []
     losses: list[float] = []

@@ -33,7 +33,7 @@ def write_report(run_dir: Path, cfg: TrainConfig, bundle: DataBundle, history) -
 - Data: {bundle.name}, {len(bundle.train)} training / {len(bundle.test)} test images, {bundle.num_classes} classes,
   {bundle.channels} channel(s), {bundle.image_size[0]}x{bundle.image_size[1]} px{f", {bundle.skipped} corrupt images skipped" if bundle.skipped else ""}
 - Recipe: {cfg.optimizer.upper()} lr {cfg.lr if cfg.lr else "auto"} ({cfg.schedule}), batch {cfg.batch_size},
-  weight decay {cfg.weight_decay}, label smoothing {cfg.label_smoothing}, crop padding {cfg.crop_padding},
+  weight decay {cfg.weight_decay}, label smoothing {cfg.label_smoothing}, crop padding {cfg.augment().crop_padding},
   flip {cfg.flip}, cutout {cfg.cutout}, mixup {cfg.mixup}, precision {cfg.precision}, seed {cfg.seed}
 - Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}
 - Full configuration: `config.json`; per-epoch numbers: `metrics.csv`; weights: `best.safetensors`, `last.safetensors`

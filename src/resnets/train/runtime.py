@@ -33,6 +33,14 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
 
+AMP_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def precision_name(amp_dtype: torch.dtype | None) -> str:
+    """ "fp32", "bf16" or "fp16": the `--precision` value that selects `amp_dtype`."""
+    return next(name for name, dtype in AMP_DTYPES.items() if dtype == amp_dtype)
+
+
 def cpu_has_bf16() -> bool:
     """AVX-512 bf16 (or AMX) makes bf16 autocast faster than fp32 on this CPU; without it, it is slower."""
     check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
@@ -60,7 +68,7 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
             precision = "bf16" if cpu_has_bf16() else "fp32"
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("fp16 training needs a GPU; on a CPU use --precision bf16 or fp32")
-    amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    amp = AMP_DTYPES[precision]
     channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
     return Runtime(device, amp, channels_last, rank, world)
 
