@@ -378,3 +378,22 @@ def test_cpu_format_search_times_every_candidate_and_leaves_no_trace() -> None:
     assert speeds[str(best)] == max(speeds.values())
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_crop_padding_defaults_per_data_set() -> None:
+    """CIFAR gets the paper's 4 px crops; Fashion-MNIST's short default recipe flips only; a flag wins."""
+    assert TrainConfig(data="cifar10").augment().crop_padding == 4
+    assert TrainConfig().augment().crop_padding == 0
+    assert TrainConfig(data="cifar10", crop_padding=1).augment().crop_padding == 1
+
+
+def test_variant_outside_the_zoo_trains_and_reloads_from_its_weights_file(tmp_path: Path) -> None:
+    """A run with --spec-overrides and --shortcut stores them with the weights, so evaluate/predict/export
+    rebuild the same network from the file alone."""
+    out = tmp_path / "variant"
+    history = fit(TrainConfig(**tiny(out, spec_overrides={"layers": [1, 1, 1]}, shortcut="B")))
+    trained = load_trained(out / "last.safetensors")
+    assert trained.model.spec.layers == (1, 1, 1) and trained.model.spec.shortcut == "B"
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(trained.model(x), history.model.eval()(x))

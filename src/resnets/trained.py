@@ -52,7 +52,8 @@ def load_trained(
         raise ValueError(f"{path} does not say which model it holds: pass --model NAME")
     n = num_classes or meta.get("num_classes")
     channels = in_channels or meta.get("in_channels", 3)
-    net = create_model(name, num_classes=n, in_channels=channels, weights=path)
+    net = create_model(name, num_classes=n, in_channels=channels, weights=path, shortcut=meta.get("shortcut"),
+                       spec_overrides=meta.get("spec_overrides"))  # fmt: skip
     classes = meta.get("classes") or [str(i) for i in range(net.num_classes)]
     side = 32 if net.spec.stem == "cifar" else 224
     # foreign weights (torchvision, timm) were trained on ImageNet: normalise as they were

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .timing import median_seconds
+from .timing import median_seconds_each
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,12 @@ class Context:
 
     def time(self, fn: Callable[[], object]) -> float:
         """Median seconds per call of `fn` under this run's timing settings."""
+        return self.time_each([fn])[0]
+
+    def time_each(self, fns: list[Callable[[], object]]) -> list[float]:
+        """Median seconds per call of each of `fns`, measured interleaved (for side-by-side ratios)."""
         c = self.config
-        return median_seconds(fn, self.device, warmup=c.warmup, repeats=c.repeats, min_time=c.min_time)
+        return median_seconds_each(fns, self.device, warmup=c.warmup, repeats=c.repeats, min_time=c.min_time)
 
     def fraction_of_peak(self, macs: int, images_per_s: float, precision: str, passes: int) -> float | None:
         """Share of the matmul ceiling reached: 2 FLOPs per MAC, `passes` = 3 for a training step (fwd+bwd)."""

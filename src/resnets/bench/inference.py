@@ -42,11 +42,12 @@ def inference_rows(ctx: Context) -> list[dict]:
         for name in c.models + c.cifar_models:
             side = input_side(name, c.image_size)
             macs = macs_per_image(name, side)
-            for impl, precision, run in _candidates(ctx, name, side, Path(workdir)):
-                for batch in (c.batch_size, 1):
-                    x = torch.randn(batch, 3, side, side, device=ctx.device)
-                    with torch.inference_mode():
-                        seconds = ctx.time(lambda run=run, x=x: run(x))
+            candidates = _candidates(ctx, name, side, Path(workdir))
+            for batch in (c.batch_size, 1):
+                x = torch.randn(batch, 3, side, side, device=ctx.device)
+                with torch.inference_mode():  # all ways of running it, timed interleaved
+                    times = ctx.time_each([lambda run=run, x=x: run(x) for _, _, run in candidates])
+                for (impl, precision, _), seconds in zip(candidates, times, strict=True):
                     rows.append(
                         {
                             "model": name,

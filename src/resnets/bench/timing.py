@@ -18,20 +18,33 @@ def _sync(device: torch.device) -> None:
 def median_seconds(
     fn: Callable[[], object], device: torch.device, *, warmup: int, repeats: int, min_time: float
 ) -> float:
-    """Median seconds per call of `fn`. Each repeat loops `fn` enough times to last about `min_time`
-    seconds (judged from the last warm-up call), so fast calls are not lost in timer noise."""
-    elapsed = 0.0
-    for _ in range(max(warmup, 1)):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        elapsed = time.perf_counter() - start
-    inner = max(1, math.ceil(min_time / max(elapsed, 1e-9)))
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
+    """Median seconds per call of `fn` (see `median_seconds_each`)."""
+    return median_seconds_each([fn], device, warmup=warmup, repeats=repeats, min_time=min_time)[0]
+
+
+def median_seconds_each(
+    fns: list[Callable[[], object]], device: torch.device, *, warmup: int, repeats: int, min_time: float
+) -> list[float]:
+    """Median seconds per call of each of `fns`, their repeats interleaved (a, b, a, b, ...) so that drifts
+    in clock speed or machine load hit all alike (in alternating order); measured one after another, the first-measured of two
+    identical networks came out up to 18% slower. Each repeat loops a callable enough times to last about
+    `min_time` seconds (judged from its last warm-up call), so fast calls are not lost in timer noise."""
+    inner = []
+    for fn in fns:
+        elapsed = 0.0
+        for _ in range(max(warmup, 1)):
+            start = time.perf_counter()
             fn()
-        _sync(device)
-        samples.append((time.perf_counter() - start) / inner)
-    return statistics.median(samples)
+            _sync(device)
+            elapsed = time.perf_counter() - start
+        inner.append(max(1, math.ceil(min_time / max(elapsed, 1e-9))))
+    samples: list[list[float]] = [[] for _ in fns]
+    for r in range(repeats):
+        order = list(zip(fns, inner, samples, strict=True))
+        for fn, n, out in order if r % 2 == 0 else order[::-1]:  # nobody always goes first
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            _sync(device)
+            out.append((time.perf_counter() - start) / n)
+    return [statistics.median(s) for s in samples]

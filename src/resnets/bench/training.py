@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,10 +13,10 @@ from .machine import bf16_supported
 from .models import input_side, macs_per_image, ours, torchvision_twin
 
 
-def images_per_s(
+def training_step(
     ctx: Context, model: nn.Module, batch: int, side: int, *, bf16: bool, channels_last: bool
-) -> float:
-    """Images/s of full training steps (forward, loss, backward, SGD update) on one fixed random batch."""
+) -> Callable[[], None]:
+    """A full training step (forward, loss, backward, SGD update) on one fixed random batch."""
     device = ctx.device
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format).train()
@@ -29,7 +31,7 @@ def images_per_s(
         loss.backward()
         optimizer.step()
 
-    return batch / ctx.time(step)
+    return step
 
 
 def _row(ctx: Context, name: str, impl: str, variant: str, batch: int, side: int, rate: float) -> dict:
@@ -48,28 +50,26 @@ def _row(ctx: Context, name: str, impl: str, variant: str, batch: int, side: int
 
 
 def training_rows(ctx: Context) -> list[dict]:
-    """ImageNet nets: ours and torchvision's in eager fp32 NCHW. CIFAR nets: naive fp32 NCHW, then the fast
-    candidates (bf16 autocast where native, else fp32; NCHW and NHWC) so the faster layout is measured."""
+    """ImageNet nets: ours and torchvision's in eager fp32 NCHW. CIFAR nets: naive fp32 NCHW, then the other
+    formats `resnets train` chooses from on a CPU (fp32 NHWC; bf16 autocast NCHW and NHWC where native)."""
     c = ctx.config
     rows = []
     for name in c.models:
         side = input_side(name, c.image_size)
-        for impl, model in (("ours", ours(name)), ("torchvision", torchvision_twin(name))):
-            if model is not None:
-                rate = images_per_s(ctx, model, c.batch_size, side, bf16=False, channels_last=False)
-                rows.append(_row(ctx, name, impl, "fp32-nchw", c.batch_size, side, rate))
+        impls = [
+            (impl, m) for impl, m in (("ours", ours(name)), ("torchvision", torchvision_twin(name))) if m
+        ]
+        steps = [training_step(ctx, m, c.batch_size, side, bf16=False, channels_last=False) for _, m in impls]
+        for (impl, _), seconds in zip(impls, ctx.time_each(steps), strict=True):
+            rows.append(_row(ctx, name, impl, "fp32-nchw", c.batch_size, side, c.batch_size / seconds))
     fast = "bf16" if bf16_supported(ctx.device) else "fp32"
     for name in c.cifar_models:
         side = input_side(name, c.image_size)
-        for precision, channels_last in dict.fromkeys([("fp32", False), (fast, False), (fast, True)]):
+        formats = list(dict.fromkeys([("fp32", False), ("fp32", True), (fast, False), (fast, True)]))
+        steps = [training_step(ctx, ours(name), c.cifar_batch_size, side, bf16=precision == "bf16",
+                               channels_last=channels_last) for precision, channels_last in formats]  # fmt: skip
+        for (precision, channels_last), seconds in zip(formats, ctx.time_each(steps), strict=True):
             variant = f"{precision}-{'nhwc' if channels_last else 'nchw'}"
-            rate = images_per_s(
-                ctx,
-                ours(name),
-                c.cifar_batch_size,
-                side,
-                bf16=precision == "bf16",
-                channels_last=channels_last,
-            )
+            rate = c.cifar_batch_size / seconds
             rows.append(_row(ctx, name, "ours", variant, c.cifar_batch_size, side, rate))
     return rows

@@ -85,7 +85,10 @@ class ResidualBlock(nn.Module):
             if i < self.num_convs:
                 out = self.relu(out)
         if self.residual:
-            out = self.drop_path(out) + (x if self.downsample is None else self.downsample(x))
+            out = self.drop_path(out)
+            out += (
+                x if self.downsample is None else self.downsample(x)
+            )  # in place, as torchvision: less memory
         return self.relu(out)
 
     def _forward_preact(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,4 +104,6 @@ class ResidualBlock(nn.Module):
             shortcut = self.downsample(pre)
         else:
             shortcut = self.downsample(x)
-        return self.drop_path(out) + shortcut
+        out = self.drop_path(out)
+        out += shortcut
+        return out

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .resnet import ResNet
 from .spec import ResNetSpec, ShortcutKind
@@ -147,12 +149,14 @@ def create_model(
     zero_init_residual: bool = False,
     drop_rate: float = 0.0,
     stochastic_depth: float = 0.0,
+    spec_overrides: Mapping[str, Any] | None = None,
 ) -> ResNet:
     """Build a zoo model by name, optionally loading a local weights file.
 
     `num_classes` defaults to the model's own (1000 for ImageNet nets, 10 for CIFAR nets). `shortcut`
-    overrides the skip connection ("A", "B", "C"); plain twins have none and refuse it. `weights` is a
-    local `.pth`/`.pt`/`.safetensors` file in our, torchvision's or timm's layout.
+    overrides the skip connection ("A", "B", "C"); plain twins have none and refuse it. `spec_overrides`
+    changes other `ResNetSpec` fields (e.g. {"layers": [2, 2, 2]}) for variants outside the zoo. `weights`
+    is a local `.pth`/`.pt`/`.safetensors` file in our, torchvision's or timm's layout.
     """
     entry = get_entry(name)
     spec = entry.spec
@@ -164,6 +168,12 @@ def create_model(
         if shortcut not in ("A", "B", "C"):
             raise ValueError(f"shortcut must be 'A', 'B' or 'C', not {shortcut!r}")
         spec = spec.with_(shortcut=shortcut)
+    if spec_overrides and shortcut is not None and spec_overrides.get("shortcut", shortcut) != shortcut:
+        raise ValueError(
+            f"shortcut={shortcut!r} conflicts with spec_overrides' {spec_overrides['shortcut']!r}"
+        )
+    if spec_overrides:  # lists (from JSON) become the spec's tuples
+        spec = spec.with_(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_overrides.items()})
     model = ResNet(
         spec,
         num_classes=entry.num_classes if num_classes is None else num_classes,

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ..data import DataBundle, FolderSplit, load_dataset, make_loader, mixup
 from ..data.bundle import balanced_subset
 from ..data.seeds import mix_seed
-from ..models import ResNet, ResNetSpec, create_model, get_entry, load_weights
+from ..models import ResNet, ResNetSpec, create_model, get_entry
 from . import distributed
 from .autotune import fastest_cpu_format
 from .checkpoint import atomic_write_text, load_state, save_state, save_weights
@@ -129,19 +129,17 @@ def model_spec(cfg: TrainConfig) -> ResNetSpec:
 
 def build_model(cfg: TrainConfig, bundle: DataBundle) -> ResNet:
     """The model for this data: classes from the data, channels from the data (or --in-channels)."""
-    options = {
-        "num_classes": bundle.num_classes,
-        "in_channels": bundle.channels,
-        "zero_init_residual": cfg.zero_init_residual and cfg.weights is None,
-        "drop_rate": cfg.drop_rate,
-        "stochastic_depth": cfg.stochastic_depth,
-    }
-    if not cfg.spec_overrides:
-        return create_model(cfg.model, weights=cfg.weights, shortcut=cfg.shortcut, **options)
-    model = ResNet(model_spec(cfg), **options)  # a variant outside the zoo, for experiments
-    if cfg.weights is not None:
-        load_weights(model, cfg.weights)
-    return model
+    return create_model(
+        cfg.model,
+        num_classes=bundle.num_classes,
+        in_channels=bundle.channels,
+        weights=cfg.weights,
+        shortcut=cfg.shortcut,
+        zero_init_residual=cfg.zero_init_residual and cfg.weights is None,
+        drop_rate=cfg.drop_rate,
+        stochastic_depth=cfg.stochastic_depth,
+        spec_overrides=cfg.spec_overrides,
+    )
 
 
 def load_data(cfg: TrainConfig) -> DataBundle:
@@ -217,6 +215,8 @@ def weights_meta(cfg: TrainConfig, bundle: DataBundle, model: ResNet) -> dict:
         "std": list(bundle.std),
         "image_size": list(bundle.image_size),
         "data": cfg.data,
+        "shortcut": cfg.shortcut,
+        "spec_overrides": cfg.spec_overrides,
     }
 
 
