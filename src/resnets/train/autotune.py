@@ -3,19 +3,21 @@
 Which one wins depends on the CPU, not just on its feature flags: on one AVX-512-bf16 machine bf16 NCHW
 trained ResNet-20 1.4x faster than fp32; on another, with the same flags, fp32 channels_last was 1.3x
 faster than bf16 (docs/benchmarks.md). So, like cuDNN's benchmark mode, `precision="auto"` and an unset
-`channels_last` on a CPU time a few real training steps of each candidate and keep the fastest.
+`channels_last` on a CPU time a few training steps of each candidate and keep the fastest.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..bench.timing import median_seconds_each
 from .runtime import precision_name
 
 # a candidate whose first step takes longer than this makes the search cost more than it can save
@@ -31,30 +33,27 @@ class Candidate:
         return f"{precision_name(self.amp_dtype)} {'channels_last' if self.channels_last else 'NCHW'}"
 
 
-def time_candidate(model: nn.Module, candidate: Candidate, batch_shape: tuple[int, ...], num_classes: int,
-                   steps: int) -> float:  # fmt: skip
-    """Median seconds of a training step (forward, backward, SGD update) on a throw-away copy; inf when
-    the first step alone is over the time limit."""
+def training_step(
+    model: nn.Module, candidate: Candidate, batch_shape: tuple[int, ...], num_classes: int
+) -> Callable[[], None]:
+    """A training step (forward, backward, SGD update) of a throw-away copy of `model` in `candidate`'s
+    format, on a fixed random batch."""
     net = copy.deepcopy(model).train()
     fmt = torch.channels_last if candidate.channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt)
     x = torch.randn(batch_shape).contiguous(memory_format=fmt)
     y = torch.randint(0, num_classes, (batch_shape[0],))
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-    times = []
-    for i in range(steps + 1):  # the first step warms up oneDNN's kernels and is not counted
-        start = time.perf_counter()
-        with torch.autocast(
-            "cpu", dtype=candidate.amp_dtype or torch.bfloat16, enabled=candidate.amp_dtype is not None
-        ):
+    amp = candidate.amp_dtype
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
             loss = F.cross_entropy(net(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        times.append(time.perf_counter() - start)
-        if i == 0 and times[0] > MAX_STEP_SECONDS:
-            return float("inf")
-    return sorted(times[1:])[len(times[1:]) // 2]
+
+    return step
 
 
 def fastest_cpu_format(
@@ -63,15 +62,19 @@ def fastest_cpu_format(
     num_classes: int,
     precisions: list[torch.dtype | None],
     layouts: list[bool],
-    steps: int = 3,
+    steps: int = 5,
 ) -> tuple[Candidate, dict[str, float]]:
-    """The fastest of `precisions` x `layouts` and every candidate's measured images/s. Runs under a forked
-    RNG so the training run's random streams are the same with or without the search."""
-    results: dict[Candidate, float] = {}
+    """The fastest of `precisions` x `layouts` and every candidate's measured images/s (all 0 when one step
+    takes over MAX_STEP_SECONDS: then the search would cost more than it can save). Each candidate gets a
+    warm-up step, then `steps` timed steps, interleaved across candidates so that drifts in clock speed hit
+    all alike. Runs under a forked RNG, so the run's random streams are the same with or without it."""
     with torch.random.fork_rng():
-        for amp in precisions:
-            for channels_last in layouts:
-                candidate = Candidate(amp, channels_last)
-                results[candidate] = time_candidate(model, candidate, batch_shape, num_classes, steps)
-    best = min(results, key=results.get)
-    return best, {str(c): batch_shape[0] / t for c, t in results.items()}
+        candidates = [Candidate(amp, channels_last) for amp in precisions for channels_last in layouts]
+        runs = [training_step(model, c, batch_shape, num_classes) for c in candidates]
+        start = time.perf_counter()
+        runs[0]()
+        if time.perf_counter() - start > MAX_STEP_SECONDS:
+            return candidates[0], {str(c): 0.0 for c in candidates}
+        seconds = median_seconds_each(runs, torch.device("cpu"), warmup=1, repeats=steps, min_time=0.0)
+    speeds = {str(c): batch_shape[0] / t for c, t in zip(candidates, seconds, strict=True)}
+    return max(candidates, key=lambda c: speeds[str(c)]), speeds

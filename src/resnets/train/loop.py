@@ -174,9 +174,9 @@ def tune_cpu_format(cfg: TrainConfig, runtime: Runtime, model: ResNet, bundle: D
     precisions = [None, torch.bfloat16] if cfg.precision == "auto" and cpu_has_bf16() else [runtime.amp_dtype]
     layouts = [False, True] if cfg.channels_last is None else [cfg.channels_last]
     steps = cfg.epochs * (len(bundle.train) // cfg.batch_size)
-    searched = len(precisions) * len(layouts) * 4  # steps the search takes
+    searched = len(precisions) * len(layouts) * 6  # steps the search takes (1 warm-up + 5 timed each)
     if (
-        runtime.device.type == "cpu" and searched > 4 and steps >= 20 * searched
+        runtime.device.type == "cpu" and searched > 6 and steps >= 20 * searched
         and bundle.image_size[0] * bundle.image_size[1] <= 64 * 64
         and runtime.world_size == 1 and not cfg.deterministic
     ):  # fmt: skip
