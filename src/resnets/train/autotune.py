@@ -1,7 +1,7 @@
 """Pick the fastest CPU training format (fp32 or bf16 autocast, NCHW or channels_last) by timing it.
 
 Which one wins depends on the CPU, not just on its feature flags: on one AVX-512-bf16 machine bf16 NCHW
-trained ResNet-20 1.4x faster than fp32; on another, with the same flags, fp32 channels_last was 1.3x
+trained ResNet-20 1.7x faster than fp32; on another, with the same flags, fp32 channels_last was 1.4x
 faster than bf16 (docs/benchmarks.md). So, like cuDNN's benchmark mode, `precision="auto"` and an unset
 `channels_last` on a CPU time a few training steps of each candidate and keep the fastest.
 """
