@@ -43,22 +43,67 @@ def read_fashion_mnist(folder: Path) -> tuple[TensorSplit, TensorSplit, list[str
             raise DataError(
                 f"Fashion-MNIST files in {folder} do not match: {images.shape} images, {len(labels)} labels"
             )
+        if (
+            images.dtype != np.uint8
+            or labels.ndim != 1
+            or (len(labels) and not 0 <= labels.min() <= labels.max() < 10)
+        ):
+            raise DataError(f"Fashion-MNIST files in {folder} hold non-uint8 images or labels outside 0-9")
         splits.append(
             TensorSplit(torch.from_numpy(images.copy())[:, None], torch.from_numpy(labels.astype(np.int64)))
         )
     return splits[0], splits[1], list(FASHION_CLASSES)
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler for CIFAR batches that can build dicts, lists, strings and numpy arrays and nothing else.
+
+    Data folders are parsed, never unpickled freely: a batch whose pickle names any other global (the way a
+    `__reduce__` payload runs code) is refused before anything is called. The allow-list follows what
+    numpy's own array pickles need, as `torch.load(weights_only=True)` does for tensors."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR batch holds only arrays")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
+    """One CIFAR python batch, read with `_ArraysOnly`, so a tampered file cannot run code."""
     try:
         with open(path, "rb") as f:
-            return pickle.load(
-                f, encoding="bytes"
-            )  # torchvision's CIFAR batches, trusted like any local data
-    except (OSError, pickle.UnpicklingError, EOFError) as e:
+            batch = _ArraysOnly(f, encoding="bytes").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
         raise DataError(
             f"cannot read CIFAR batch {path}: {e}; delete the folder and download it again"
         ) from e
+    if not isinstance(batch, dict):
+        raise DataError(
+            f"CIFAR batch {path} is not a dict of arrays; delete the folder and download it again"
+        )
+    return batch
+
+
+def _batch_arrays(path: Path, batch: dict, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's (N, 3, 32, 32) uint8 images and int64 labels, checked, so bad files fail by name."""
+    data, labels = batch.get(b"data"), batch.get(label_key)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.size % 3072 or labels is None:
+        raise DataError(f"CIFAR batch {path} lacks uint8 'data' or {label_key.decode()!r}; download it again")
+    images, labels = data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+    if len(images) != len(labels):
+        raise DataError(f"CIFAR batch {path}: {len(images)} images but {len(labels)} labels")
+    return images, labels
 
 
 def read_cifar_pickles(folder: Path, name: str) -> tuple[TensorSplit, TensorSplit, list[str]]:
@@ -69,13 +114,18 @@ def read_cifar_pickles(folder: Path, name: str) -> tuple[TensorSplit, TensorSpli
     else:
         files = (["train"], ["test"])
         meta, label_key, names_key = "meta", b"fine_labels", b"fine_label_names"
+    names = _unpickle(folder / meta).get(names_key)
+    if not isinstance(names, list) or not all(isinstance(c, bytes) for c in names):
+        raise DataError(f"{folder / meta} lacks the class names {names_key.decode()!r}; download it again")
+    classes = [c.decode() for c in names]
     splits = []
     for group in files:
-        batches = [_unpickle(folder / f) for f in group]
-        images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
-        labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
+        arrays = [_batch_arrays(folder / f, _unpickle(folder / f), label_key) for f in group]
+        images = np.concatenate([a[0] for a in arrays])
+        labels = np.concatenate([a[1] for a in arrays])
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+            raise DataError(f"labels in {folder} fall outside the {len(classes)} classes; download it again")
         splits.append(TensorSplit(torch.from_numpy(images), torch.from_numpy(labels)))
-    classes = [c.decode() for c in _unpickle(folder / meta)[names_key]]
     return splits[0], splits[1], classes
 
 
