@@ -85,7 +85,7 @@ def test_training_learns_and_writes_the_run_folder(tmp_path: Path) -> None:
     """Three short epochs on 800 real Fashion-MNIST images beat chance (10%) by far on the real test set,
     and the run folder holds everything the docs promise, consistent with the returned History."""
     out = tmp_path / "run"
-    history = resnets.train.train(
+    history = resnets.train(
         **tiny(out, epochs=3, batch_size=32, limit=800, test_limit=500, image_size=12, lr=0.05)
     )
     assert isinstance(history, History) and history.run_dir == out
