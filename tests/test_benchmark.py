@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnets.bench import timing
-from resnets.bench.timing import median_seconds
+from resnets import timing
 from resnets.cli import main
+from resnets.timing import median_seconds
 
 
 def test_short_calls_are_looped_to_the_minimum_time(monkeypatch: pytest.MonkeyPatch) -> None:

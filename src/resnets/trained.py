@@ -55,7 +55,7 @@ def load_trained(
     net = create_model(name, num_classes=n, in_channels=channels, weights=path, shortcut=meta.get("shortcut"),
                        spec_overrides=meta.get("spec_overrides"))  # fmt: skip
     classes = meta.get("classes") or [str(i) for i in range(net.num_classes)]
-    side = 32 if net.spec.stem == "cifar" else 224
+    side = net.spec.default_input_size
     # foreign weights (torchvision, timm) were trained on ImageNet: normalise as they were
     mean, std = (convert_stats(stats, net.in_channels) for stats in IMAGENET_STATS)
     return Trained(

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .timing import median_seconds_each
+from ..timing import median_seconds_each
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from ..deploy import export_model, load_exported, prepare_for_inference
+from ..machine import bf16_native
 from .config import Context
-from .machine import bf16_supported
 from .models import input_side, macs_per_image, ours, torchvision_twin
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
@@ -26,7 +26,7 @@ def _candidates(ctx: Context, name: str, side: int, workdir: Path) -> list[tuple
     if twin is not None:
         found.append(("torchvision-eager", "fp32", twin.to(device).eval()))
     found.append(("ours-deploy", "fp32", prepare_for_inference(model, dtype="fp32")))
-    if bf16_supported(device):
+    if bf16_native(device):
         found.append(("ours-deploy", "bf16", prepare_for_inference(model, dtype="bf16")))
     if ctx.config.onnx and device.type == "cpu":
         path = export_model(model, workdir / f"{name}.onnx", "onnx", (3, side, side))

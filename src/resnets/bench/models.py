@@ -7,7 +7,7 @@ from functools import cache
 import torchvision
 from torch import nn
 
-from ..models import count_macs, create_model
+from ..models import count_macs, create_model, get_entry
 
 
 def ours(name: str) -> nn.Module:
@@ -22,8 +22,9 @@ def torchvision_twin(name: str) -> nn.Module | None:
 
 
 def input_side(name: str, image_size: int) -> int:
-    """CIFAR nets run at 32x32; the others at the configured size."""
-    return 32 if name.startswith("cifar_") else image_size
+    """CIFAR-stem nets run at their native size; the others at the configured size."""
+    spec = get_entry(name).spec
+    return spec.default_input_size if spec.stem == "cifar" else image_size
 
 
 @cache

@@ -6,15 +6,28 @@ import dataclasses
 
 import torch
 
+from ..machine import bf16_native, core_count, describe, load_average
+from ..timing import median_seconds
 from .config import BenchConfig, Context
 from .inference import inference_rows
-from .machine import bf16_supported, core_count, load_average, machine_info, matmul_gflops
 from .training import training_rows
+
+
+def matmul_gflops(
+    device: torch.device, dtype: torch.dtype, size: int, *, warmup: int, repeats: int, min_time: float
+) -> float:
+    """Achieved GFLOP/s of a square `size` matmul: the practical peak of this machine in `dtype`."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    seconds = median_seconds(
+        lambda: torch.mm(a, b), device, warmup=warmup, repeats=repeats, min_time=min_time
+    )
+    return 2 * size**3 / seconds / 1e9
 
 
 def measure_ceilings(config: BenchConfig, device: torch.device) -> dict[str, float]:
     """fp32 (and bf16 where native) GFLOP/s of a large square matmul."""
-    dtypes = {"fp32": torch.float32} | ({"bf16": torch.bfloat16} if bf16_supported(device) else {})
+    dtypes = {"fp32": torch.float32} | ({"bf16": torch.bfloat16} if bf16_native(device) else {})
     return {
         name: matmul_gflops(
             device,
@@ -46,7 +59,7 @@ def run_benchmark(config: BenchConfig) -> dict:
         training = training_rows(ctx)
         inference = inference_rows(ctx)
         return {
-            "machine": machine_info(device),
+            "machine": describe(device),
             "config": dataclasses.asdict(config),
             "load_average": {"before": load_before, "after": load_average()},
             "ceiling_gflops": ctx.ceilings,

@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..machine import bf16_native
+from ..train.step import training_step
 from .config import Context
-from .machine import bf16_supported
 from .models import input_side, macs_per_image, ours, torchvision_twin
 
 
-def training_step(
+def fixed_batch_step(
     ctx: Context, model: nn.Module, batch: int, side: int, *, bf16: bool, channels_last: bool
-) -> Callable[[], None]:
+) -> Callable[[], object]:
     """A full training step (forward, loss, backward, SGD update) on one fixed random batch."""
     device = ctx.device
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -23,15 +23,7 @@ def training_step(
     x = torch.randn(batch, 3, side, side, device=device).contiguous(memory_format=memory_format)
     y = torch.randint(0, model.fc.out_features, (batch,), device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-
-    return step
+    return lambda: training_step(model, optimizer, x, y, amp_dtype=torch.bfloat16 if bf16 else None)
 
 
 def _row(ctx: Context, name: str, impl: str, variant: str, batch: int, side: int, rate: float) -> dict:
@@ -59,14 +51,16 @@ def training_rows(ctx: Context) -> list[dict]:
         impls = [
             (impl, m) for impl, m in (("ours", ours(name)), ("torchvision", torchvision_twin(name))) if m
         ]
-        steps = [training_step(ctx, m, c.batch_size, side, bf16=False, channels_last=False) for _, m in impls]
+        steps = [
+            fixed_batch_step(ctx, m, c.batch_size, side, bf16=False, channels_last=False) for _, m in impls
+        ]
         for (impl, _), seconds in zip(impls, ctx.time_each(steps), strict=True):
             rows.append(_row(ctx, name, impl, "fp32-nchw", c.batch_size, side, c.batch_size / seconds))
-    fast = "bf16" if bf16_supported(ctx.device) else "fp32"
+    fast = "bf16" if bf16_native(ctx.device) else "fp32"
     for name in c.cifar_models:
         side = input_side(name, c.image_size)
         formats = list(dict.fromkeys([("fp32", False), ("fp32", True), (fast, False), (fast, True)]))
-        steps = [training_step(ctx, ours(name), c.cifar_batch_size, side, bf16=precision == "bf16",
+        steps = [fixed_batch_step(ctx, ours(name), c.cifar_batch_size, side, bf16=precision == "bf16",
                                channels_last=channels_last) for precision, channels_last in formats]  # fmt: skip
         for (precision, channels_last), seconds in zip(formats, ctx.time_each(steps), strict=True):
             variant = f"{precision}-{'nhwc' if channels_last else 'nchw'}"

@@ -48,13 +48,9 @@ BUDGETS = {
 }  # fmt: skip
 
 
-def input_side(name: str) -> int:
-    return 32 if get_entry(name).spec.stem == "cifar" else 224
-
-
 def cost(name: str, with_macs: bool = True) -> dict:
     """Parameters and MACs of one model, counted on the meta device (no memory, no real arithmetic)."""
-    side = input_side(name)
+    side = get_entry(name).spec.default_input_size
     with torch.device("meta"):
         model = create_model(name)
         row = {"model": name, "depth": get_entry(name).spec.depth, "input": side,
@@ -66,7 +62,7 @@ def cost(name: str, with_macs: bool = True) -> dict:
 
 def images_per_second(name: str, batch_size: int, repeats: int, device: torch.device) -> float:
     """Inference throughput (eval mode, fp32) at the model's table input size: median of `repeats` batches."""
-    side = input_side(name)
+    side = get_entry(name).spec.default_input_size
     model = create_model(name).to(device).eval()
     x = torch.randn(batch_size, 3, side, side, device=device)
     seconds = []

@@ -15,6 +15,7 @@ from ..data import load_dataset, make_loader
 from ..models import create_model
 from ..train import TrainConfig
 from ..train.runtime import resolve_runtime
+from ..train.step import training_step
 from .options import ExperimentOptions
 from .report import REFUTES, SUPPORTS, ExperimentRun, Outcome, combine, compare, markdown_table
 
@@ -62,10 +63,7 @@ def sgd_steps(model: nn.Module, loader, steps: int) -> float:
     model.train()
     losses = []
     for x, y in islice(cycle(loader), steps):
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, _ = training_step(model, optimizer, x, y)
         losses.append(loss.item())
     tail = losses[-max(1, steps // 4) :]
     return sum(tail) / len(tail) if tail else math.nan

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
+from ..machine import core_count, cpu_model
 from .options import ExperimentOptions
 
 SUPPORTS, REFUTES, INCONCLUSIVE = "supports", "does not support", "inconclusive"
@@ -126,13 +127,10 @@ class ExperimentRun:
 
 
 def machine() -> str:
-    """The GPU's name, or the CPU's (from /proc/cpuinfo where there is one) with the threads torch uses."""
+    """The GPU's name, or the CPU's with its cores and the threads torch uses."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.is_file() else []  # fmt: skip
-    return f"{names[0] if names else platform.machine()} ({len(names) or '?'} cores, torch threads: {torch.get_num_threads()})"
+    return f"{cpu_model()} ({core_count()} cores, torch threads: {torch.get_num_threads()})"
 
 
 def markdown_table(

@@ -68,7 +68,7 @@ def _summary_modules(model: ResNet) -> list[tuple[str, nn.Module]]:
 def summarize(model: ResNet, input_size: tuple[int, int, int] | None = None) -> ModelSummary:
     """Output shape and parameters of each block, and totals, for one image of `input_size` (C, H, W)."""
     if input_size is None:
-        side = 32 if model.spec.stem == "cifar" else 224
+        side = model.spec.default_input_size
         input_size = (model.in_channels, side, side)
     shapes: dict[str, tuple[int, ...]] = {}
     modules = _summary_modules(model)

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..bench.timing import median_seconds_each
+from ..timing import median_seconds_each
 from .runtime import precision_name
+from .step import training_step
 
 # a candidate whose first step takes longer than this makes the search cost more than it can save
 MAX_STEP_SECONDS = 2.0
@@ -33,27 +33,17 @@ class Candidate:
         return f"{precision_name(self.amp_dtype)} {'channels_last' if self.channels_last else 'NCHW'}"
 
 
-def training_step(
+def candidate_step(
     model: nn.Module, candidate: Candidate, batch_shape: tuple[int, ...], num_classes: int
-) -> Callable[[], None]:
-    """A training step (forward, backward, SGD update) of a throw-away copy of `model` in `candidate`'s
-    format, on a fixed random batch."""
+) -> Callable[[], object]:
+    """A training step of a throw-away copy of `model` in `candidate`'s format, on a fixed random batch."""
     net = copy.deepcopy(model).train()
     fmt = torch.channels_last if candidate.channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt)
     x = torch.randn(batch_shape).contiguous(memory_format=fmt)
     y = torch.randint(0, num_classes, (batch_shape[0],))
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-    amp = candidate.amp_dtype
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
-            loss = F.cross_entropy(net(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
+    return lambda: training_step(net, optimizer, x, y, amp_dtype=candidate.amp_dtype)
 
 
 def fastest_cpu_format(
@@ -70,7 +60,7 @@ def fastest_cpu_format(
     all alike. Runs under a forked RNG, so the run's random streams are the same with or without it."""
     with torch.random.fork_rng():
         candidates = [Candidate(amp, channels_last) for amp in precisions for channels_last in layouts]
-        runs = [training_step(model, c, batch_shape, num_classes) for c in candidates]
+        runs = [candidate_step(model, c, batch_shape, num_classes) for c in candidates]
         start = time.perf_counter()
         runs[0]()
         if time.perf_counter() - start > MAX_STEP_SECONDS:

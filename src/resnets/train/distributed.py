@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..machine import core_count
 from .checkpoint import STATE_FILE
 from .config import TrainConfig
 from .metrics import MetricAccumulator
@@ -47,7 +48,7 @@ def world_size() -> int:
 
 def cpu_threads(local_world_size: int) -> int:
     """Intra-op threads per process: this machine's usable cores shared by the processes on it."""
-    return max(1, len(os.sched_getaffinity(0)) // max(local_world_size, 1))
+    return max(1, core_count() // max(local_world_size, 1))
 
 
 @contextlib.contextmanager

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..data import make_loader
 from .config import TrainConfig
 from .loop import build_model, load_data, set_frozen
 from .optim import make_optimizer
 from .runtime import resolve_runtime, seed_everything
+from .step import training_step
 
 SMOOTHING = 0.98  # exponential moving average of the loss, debiased, as fastai
 DIVERGE = 4.0  # stop once the smoothed loss exceeds this multiple of its minimum
@@ -75,11 +75,8 @@ def lr_find(
             lr = start * growth ** len(lrs)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["base_scale"]
-            with runtime.autocast():
-                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss, _ = training_step(model, optimizer, x, y, amp_dtype=runtime.amp_dtype, scaler=runtime.scaler,
+                                    label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip)  # fmt: skip
             value = loss.item()
             if not math.isfinite(value):
                 break

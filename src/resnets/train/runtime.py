@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..machine import BF16_CAPABILITY, cpu_has_bf16, cuda_capability
 from .config import TrainConfig
 
 
@@ -21,6 +22,10 @@ class Runtime:
     channels_last: bool
     rank: int = 0
     world_size: int = 1
+    # fp16 only: scales the loss so small gradients survive, skips steps with inf/NaN gradients. Its state
+    # (scale, growth tracker) changes every step: save `scaler.state_dict()` with the checkpoint and load it
+    # on resume, or a resumed run starts from the initial scale and skips different steps.
+    scaler: torch.amp.GradScaler | None = None
 
     @property
     def is_main(self) -> bool:
@@ -41,14 +46,30 @@ def precision_name(amp_dtype: torch.dtype | None) -> str:
     return next(name for name, dtype in AMP_DTYPES.items() if dtype == amp_dtype)
 
 
-def cpu_has_bf16() -> bool:
-    """AVX-512 bf16 (or AMX) makes bf16 autocast faster than fp32 on this CPU; without it, it is slower."""
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(check and check())
+def choose_precision(
+    device_type: str, requested: str, capability: tuple[int, int] | None, cpu_bf16: bool
+) -> str:
+    """The `--precision` a run uses: `requested` unless it is "auto", then bf16 where the device computes it
+    natively (GPUs of compute capability 8.0+; CPUs with AVX-512 bf16 or AMX), else fp16 with a GradScaler
+    on older GPUs and fp32 on other CPUs. fp16 is refused off CUDA: CPUs have no fast fp16 and no
+    GradScaler. `capability` is the GPU's (major, minor), None off CUDA; `cpu_bf16` the CPU's bf16 support."""
+    if requested not in AMP_DTYPES and requested != "auto":
+        raise ValueError(f"unknown precision {requested!r}; choose auto, {', '.join(AMP_DTYPES)}")
+    if requested == "fp16" and device_type != "cuda":
+        raise ValueError(
+            f"fp16 training needs a CUDA GPU (this is {device_type}); use --precision bf16 or fp32"
+        )
+    if requested != "auto":
+        return requested
+    if device_type == "cuda":
+        # not torch.cuda.is_bf16_supported(): it says yes on a T4 or V100, which emulate bf16 slowly
+        return "bf16" if capability is not None and capability >= BF16_CAPABILITY else "fp16"
+    return "bf16" if device_type == "cpu" and cpu_bf16 else "fp32"
 
 
 def resolve_runtime(cfg: TrainConfig) -> Runtime:
-    """Pick the device, precision and memory format for `cfg` on this machine (and this rank)."""
+    """Pick the device, precision and memory format for `cfg` on this machine (and this rank); on CUDA,
+    also turn on cuDNN's autotuner (unless the run is deterministic) and make fp16's GradScaler."""
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
     if cfg.device == "auto":
@@ -60,17 +81,19 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
         device = torch.device(cfg.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    precision = cfg.precision
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "bf16" if cpu_has_bf16() else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 training needs a GPU; on a CPU use --precision bf16 or fp32")
-    amp = AMP_DTYPES[precision]
+    precision = choose_precision(device.type, cfg.precision, cuda_capability(device), cpu_has_bf16())
+    if device.type == "cuda":
+        set_cudnn_autotune(not cfg.deterministic)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
-    return Runtime(device, amp, channels_last, rank, world)
+    return Runtime(device, AMP_DTYPES[precision], channels_last, rank, world, scaler)
+
+
+def set_cudnn_autotune(enabled: bool) -> None:
+    """cuDNN's benchmark mode times the convolution algorithms for each new input shape and keeps the
+    fastest: a large win for fixed-size batches, but its choice may differ between runs (so off when
+    deterministic)."""
+    torch.backends.cudnn.benchmark = enabled
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -79,5 +102,5 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.manual_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+        set_cudnn_autotune(False)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

@@ -1,0 +1,190 @@
+"""The one training step, the precision each device gets, and fp16's GradScaler (driven on the CPU)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnets.machine import bf16_native
+from resnets.train.runtime import choose_precision, set_cudnn_autotune
+from resnets.train.step import MixedTargets, classification_loss, training_step
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3)).double()
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(6, 3, 2, 2, generator=g, dtype=torch.float64), torch.randint(0, 3, (6,), generator=g)
+
+
+# ---- precision: a pure function of the device's facts
+
+
+@pytest.mark.parametrize(
+    ("device", "capability", "cpu_bf16", "expected"),
+    [
+        ("cuda", (7, 0), False, "fp16"),  # V100: is_bf16_supported() says yes, but only emulates it
+        ("cuda", (7, 5), True, "fp16"),  # T4; a bf16 CPU does not make the GPU native
+        ("cuda", (6, 0), False, "fp16"),  # P100
+        ("cuda", (8, 0), False, "bf16"),  # A100
+        ("cuda", (8, 9), False, "bf16"),  # L4
+        ("cuda", (9, 0), False, "bf16"),  # H100
+        ("cpu", None, True, "bf16"),
+        ("cpu", None, False, "fp32"),
+        ("mps", None, True, "fp32"),
+    ],
+)
+def test_auto_precision_follows_native_bf16(device: str, capability, cpu_bf16: bool, expected: str) -> None:
+    assert choose_precision(device, "auto", capability, cpu_bf16) == expected
+
+
+@pytest.mark.parametrize("requested", ["fp32", "bf16", "fp16"])
+def test_explicit_precision_is_honoured_on_any_gpu(requested: str) -> None:
+    for capability in [(7, 0), (9, 0)]:
+        assert choose_precision("cuda", requested, capability, False) == requested
+
+
+@pytest.mark.parametrize("requested", ["fp32", "bf16"])
+def test_explicit_precision_is_honoured_on_a_cpu(requested: str) -> None:
+    assert choose_precision("cpu", requested, None, False) == requested
+
+
+def test_fp16_is_refused_off_cuda_and_unknown_names_are_rejected() -> None:
+    with pytest.raises(ValueError, match="fp16 training needs a CUDA GPU"):
+        choose_precision("cpu", "fp16", None, True)
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        choose_precision("cuda", "fp8", (9, 0), False)
+
+
+def test_cpu_bf16_fact_drives_the_cpu_decision() -> None:
+    native = bf16_native(torch.device("cpu"))
+    assert choose_precision("cpu", "auto", None, native) == ("bf16" if native else "fp32")
+
+
+def test_cudnn_autotune_switch() -> None:
+    before = torch.backends.cudnn.benchmark
+    try:
+        set_cudnn_autotune(True)
+        assert torch.backends.cudnn.benchmark
+        set_cudnn_autotune(False)
+        assert not torch.backends.cudnn.benchmark
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+# ---- the step
+
+
+def test_step_is_one_sgd_update_on_the_cross_entropy_gradient() -> None:
+    net, x, y = tiny_net(), *batch()
+    reference = copy.deepcopy(net)
+    loss, logits = training_step(net, torch.optim.SGD(net.parameters(), lr=0.5), x, y)
+    expected_loss = F.cross_entropy(reference(x), y)
+    grads = torch.autograd.grad(expected_loss, list(reference.parameters()))
+    assert loss.item() == pytest.approx(expected_loss.item(), rel=1e-12)
+    assert torch.allclose(logits, reference(x))
+    assert not loss.requires_grad and not logits.requires_grad
+    for p, q, g in zip(net.parameters(), reference.parameters(), grads, strict=True):
+        assert torch.allclose(p, q - 0.5 * g)
+
+
+def test_stale_gradients_are_cleared_before_backward() -> None:
+    net, x, y = tiny_net(), *batch()
+    for p in net.parameters():
+        p.grad = torch.full_like(p, 100.0)
+    reference = copy.deepcopy(net)
+    training_step(net, torch.optim.SGD(net.parameters(), lr=0.1), x, y)
+    grads = torch.autograd.grad(F.cross_entropy(reference(x), y), list(reference.parameters()))
+    for p, g in zip(net.parameters(), grads, strict=True):
+        assert torch.allclose(p.grad, g)
+
+
+def test_label_smoothing_and_mixup_targets() -> None:
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    y_a, y_b = torch.tensor([0, 1]), torch.tensor([2, 0])
+    # smoothing 0.3 over 3 classes: target 0.8 on the label, 0.1 elsewhere
+    log_p = logits.log_softmax(1)
+    smoothed = -(0.8 * log_p[[0, 1], y_a] + 0.1 * (log_p.sum(1) - log_p[[0, 1], y_a])).mean()
+    assert classification_loss(logits, y_a, 0.3).item() == pytest.approx(smoothed.item())
+    plain_a, plain_b = (-log_p[[0, 1], t].mean().item() for t in (y_a, y_b))
+    mixed = classification_loss(logits, y_a, 0.0, MixedTargets(y_a, y_b, 0.25))
+    assert mixed.item() == pytest.approx(0.25 * plain_a + 0.75 * plain_b)
+
+
+def test_grad_clip_bounds_the_update() -> None:
+    net, x, y = tiny_net(), *batch()
+    before = [p.detach().clone() for p in net.parameters()]
+    training_step(net, torch.optim.SGD(net.parameters(), lr=1.0), x, y * 0, grad_clip=1e-3)
+    update = torch.cat([(p - b).flatten() for p, b in zip(net.parameters(), before, strict=True)])
+    assert update.norm().item() == pytest.approx(1e-3, rel=1e-6)
+
+
+def test_bf16_autocast_runs_the_forward_in_bf16() -> None:
+    net = nn.Linear(4, 2)
+    seen = []
+    net.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    training_step(net, torch.optim.SGD(net.parameters(), lr=0.1), torch.randn(3, 4), torch.tensor([0, 1, 0]),
+                  amp_dtype=torch.bfloat16)  # fmt: skip
+    assert seen == [torch.bfloat16] and net.weight.dtype == torch.float32
+
+
+# ---- GradScaler: PyTorch's own, which also runs on the CPU, through the same code path as on a GPU
+
+
+def float_net() -> nn.Module:
+    return tiny_net().float()
+
+
+def test_scaled_step_equals_the_unscaled_one_and_clips_true_gradients() -> None:
+    x, y = (t.float() if t.is_floating_point() else t for t in batch())
+    plain, scaled = float_net(), float_net()
+    training_step(plain, torch.optim.SGD(plain.parameters(), lr=0.5), x, y, grad_clip=0.05)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)
+    loss, _ = training_step(scaled, torch.optim.SGD(scaled.parameters(), lr=0.5), x, y, scaler=scaler,
+                            grad_clip=0.05)  # fmt: skip
+    assert loss.item() == pytest.approx(F.cross_entropy(float_net()(x), y).item(), rel=1e-6)  # not scaled
+    for p, q in zip(plain.parameters(), scaled.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6)
+    assert scaler.get_scale() == 2048.0  # a finite step grows the scale (every step, at this interval)
+
+
+def test_overflowing_step_is_skipped_and_the_scale_backs_off() -> None:
+    net = float_net()
+    x, y = batch()
+    before = [p.detach().clone() for p in net.parameters()]
+    scaler = torch.amp.GradScaler("cpu", init_scale=3e38)  # scaled gradients overflow float32, as fp16's do
+    training_step(net, torch.optim.SGD(net.parameters(), lr=0.5), 100 * x.float(), y, scaler=scaler)
+    for p, b in zip(net.parameters(), before, strict=True):
+        assert torch.equal(p, b)
+    assert scaler.get_scale() == pytest.approx(1.5e38)
+
+
+def test_grad_scaler_state_round_trips() -> None:
+    """What a checkpoint of an fp16 run saves: the scale and growth tracker come back as they were."""
+    net = float_net()
+    x, y = batch()
+    scaler = torch.amp.GradScaler("cpu", init_scale=256.0, growth_interval=3)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(2):
+        training_step(net, optimizer, x.float(), y, scaler=scaler)
+    restored = torch.amp.GradScaler("cpu")
+    restored.load_state_dict(scaler.state_dict())
+    assert restored.get_scale() == 256.0 and restored.state_dict()["_growth_tracker"] == 2
+    training_step(net, optimizer, x.float(), y, scaler=restored)
+    assert restored.get_scale() == 512.0  # the third finite step in a row grows it, as it would have
