@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -57,10 +58,10 @@ def test_registry_lists_every_family() -> None:
 
 
 @pytest.mark.parametrize("name", resnets.list_models())
-def test_every_model_runs_at_its_smallest_input(name: str) -> None:
+def test_every_model_runs_down_to_one_pixel(name: str) -> None:
+    """Padded convolutions never shrink a side below 1 px, so there is no minimum input size."""
     model = create_model(name, num_classes=7, in_channels=1)
-    side = model.spec.min_input_size
-    x = torch.randn(2, 1, side, side + 8)  # non-square on purpose
+    x = torch.randn(2, 1, 1, 9)  # non-square on purpose
     if name in HUGE:
         with torch.no_grad():
             assert model.eval()(x).shape == (2, 7)
@@ -97,7 +98,6 @@ def test_equals_torchvision(name: str) -> None:
     ],
 )
 def test_equals_timm_through_weight_files(ours_name: str, timm_name: str, tmp_path) -> None:
-    timm = pytest.importorskip("timm")
     ref = randomize(timm.create_model(timm_name, pretrained=False))
     path = tmp_path / "w.pth"
     torch.save(ref.state_dict(), path)
@@ -241,19 +241,24 @@ def test_in_channels_and_num_classes_defaults() -> None:
 
 
 @pytest.mark.parametrize(
-    ("shape", "match"),
-    [((3, 32, 32), "4-D"), ((1, 1, 32, 32), "3 input channel"), ((1, 3, 16, 16), "too small")],
+    ("shape", "match"), [((3, 32, 32), "4-D"), ((1, 1, 32, 32), "3 input channel"), ((2, 5), "4-D")]
 )
 def test_bad_input_gives_clear_error(shape: tuple[int, ...], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         create_model("resnet18")(torch.randn(*shape))
+    with pytest.raises(ValueError, match=match):
+        create_model("resnet18", features_only=True)(torch.randn(*shape))
 
 
-def test_cifar_net_accepts_8px_but_not_7px() -> None:
-    model = create_model("cifar_resnet20")
-    assert model(torch.randn(1, 3, 8, 8)).shape == (1, 10)
-    with pytest.raises(ValueError, match="at least 8x8"):
-        model(torch.randn(1, 3, 7, 7))
+@pytest.mark.parametrize("side", [1, 7, 33])
+def test_small_inputs_give_torchvisions_outputs(side: int) -> None:
+    """torchvision sets no minimum size either: at 1 px and other odd sizes both give the same logits."""
+    ref = randomize(torchvision.models.resnet18())
+    ours = create_model("resnet18")
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 3, side, side)
+    with torch.no_grad():
+        assert torch.allclose(ours.eval()(x), ref(x), atol=1e-5)
 
 
 def test_unknown_model_suggests_names() -> None:
@@ -315,3 +320,150 @@ def test_weights_of_another_architecture_are_named(tmp_path) -> None:
         create_model("resnet18", weights=tmp_path / "r34.pth")
     with pytest.raises(FileNotFoundError):
         create_model("resnet18", weights=tmp_path / "missing.pth")
+
+
+# ---- tracing: FX, torch.compile, torch.export ----
+
+TINY_SPEC = {"layers": [1, 1, 1]}  # one block per stage: traces in a second
+
+
+def test_fx_traces_the_model_without_a_wrapper() -> None:
+    model = randomize(create_model("cifar_resnet20", spec_overrides=TINY_SPEC))
+    traced = torch.fx.symbolic_trace(model)
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(traced(x), model(x))
+
+
+def test_torch_compile_captures_one_graph_and_keeps_the_input_check() -> None:
+    model = randomize(create_model("cifar_resnet20", spec_overrides=TINY_SPEC))
+    x = torch.randn(2, 3, 16, 16)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)  # fullgraph: a graph break raises
+    assert torch.allclose(compiled(x), model(x), atol=1e-6)
+    with pytest.raises(ValueError, match="3 input channel"):
+        torch.compile(model, backend="eager")(torch.randn(2, 1, 16, 16))
+
+
+def test_torch_export_with_a_dynamic_batch_keeps_the_input_check() -> None:
+    model = randomize(create_model("cifar_resnet20", spec_overrides=TINY_SPEC))
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(model, (torch.randn(2, 3, 16, 16),), dynamic_shapes=({0: batch},))
+    x = torch.randn(5, 3, 16, 16)
+    assert torch.allclose(program.module()(x), model(x), atol=1e-5)
+    with pytest.raises(ValueError, match="3 input channel"):
+        torch.export.export(model, (torch.randn(2, 1, 16, 16),))
+
+
+# ---- backbone API (timm's: features_only, feature_info, num_classes=0, forward_head, reset_classifier) ----
+
+
+@pytest.mark.parametrize(
+    "name", ["resnet18", "resnet50d", "preact_resnet18", "cifar_resnet20", "resnext50_32x4d"]
+)
+def test_feature_maps_have_the_channels_and_strides_feature_info_states(name: str) -> None:
+    model = create_model(name, features_only=True)
+    side = 64
+    features = model.eval()(torch.randn(2, 3, side, side))
+    info = model.feature_info
+    assert len(features) == len(info) == len(get_entry(name).spec.layers) + 1  # stem + every stage
+    assert [f.shape[1] for f in features] == info.channels()
+    assert [side // f.shape[-1] for f in features] == info.reduction()
+    assert info.channels(-1) == create_model(name).num_features
+    assert info.reduction()[0] == (1 if name.startswith("cifar") else 2)
+    assert info.get_dicts()[1] == {
+        "num_chs": info.channels(1),
+        "reduction": info.reduction(1),
+        "module": "layer1",
+    }
+
+
+@pytest.mark.parametrize("name", ["resnet50", "preact_resnet18", "cifar_resnet20"])
+def test_features_equal_torchvision_feature_extractor(name: str, tmp_path) -> None:
+    """Our feature maps are what torchvision's `create_feature_extractor` takes from the full model at the
+    modules `feature_info` names, with the full model's weights loaded through a file."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    full = randomize(create_model(name))
+    torch.save(full.state_dict(), tmp_path / "w.pth")
+    ours = create_model(name, weights=tmp_path / "w.pth", features_only=True).eval()
+    extractor = create_feature_extractor(full, return_nodes=ours.feature_info.module_name())
+    x = torch.randn(2, 3, 48, 40)
+    with torch.no_grad():
+        theirs = list(extractor(x).values())
+        mine = ours(x)
+    assert len(mine) == len(theirs)
+    for a, b in zip(mine, theirs, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_out_indices_choose_levels_and_drop_unused_stages(tmp_path) -> None:
+    ref = randomize(torchvision.models.resnet50())
+    torch.save(ref.state_dict(), tmp_path / "tv_resnet50.pth")
+    model = create_model(
+        "resnet50", weights=tmp_path / "tv_resnet50.pth", features_only=True, out_indices=(1, 3)
+    )
+    assert model.feature_info.channels() == [256, 1024] and model.feature_info.reduction() == [4, 16]
+    keys = set(model.state_dict())
+    assert not any(k.startswith(("layer4.", "fc.")) for k in keys) and keys <= set(ref.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        c3 = ref.layer3(ref.layer2(ref.layer1(ref.maxpool(ref.relu(ref.bn1(ref.conv1(x)))))))
+        assert torch.allclose(model.eval()(x)[1], c3, atol=1e-5)
+    for bad in ((3, 1), (0, 5), ()):
+        with pytest.raises(ValueError, match="out_indices"):
+            create_model("resnet50", features_only=True, out_indices=bad)
+    with pytest.raises(ValueError, match="features_only"):
+        create_model("resnet50", out_indices=(1, 2))
+
+
+def test_num_classes_zero_gives_pooled_features(tmp_path) -> None:
+    classifier = randomize(create_model("resnet18"))
+    torch.save(classifier.state_dict(), tmp_path / "r18.pth")
+    pooled = create_model("resnet18", num_classes=0, weights=tmp_path / "r18.pth").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = pooled(x)
+        assert out.shape == (2, pooled.num_features) == (2, 512)
+        assert torch.allclose(out, classifier.forward_features(x).mean((2, 3)), atol=1e-6)
+        assert torch.allclose(classifier.forward_head(classifier.forward_features(x), pre_logits=True), out)
+        assert torch.allclose(classifier.fc(out), classifier(x), atol=1e-5)
+
+
+def test_reset_classifier_changes_the_head_only() -> None:
+    model = randomize(create_model("cifar_resnet20"))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        features = model.forward_head(model.forward_features(x), pre_logits=True)
+    conv = model.layer3[-1].conv2.weight.clone()
+    model.reset_classifier(3)
+    assert model.num_classes == 3 and model(x).shape == (2, 3)
+    model.reset_classifier(0)
+    with torch.no_grad():
+        assert torch.equal(model(x), features)
+    assert torch.equal(model.layer3[-1].conv2.weight, conv)
+
+
+def test_faster_rcnn_trains_on_our_resnet50() -> None:
+    """torchvision's detection stack takes our resnet50 as its backbone: FPN over layer1..4, forward and
+    backward in training mode on a dummy box."""
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+
+    trunk = create_model("resnet50", features_only=True, out_indices=(1, 2, 3, 4))
+    backbone = BackboneWithFPN(
+        create_model("resnet50"),
+        return_layers={name: str(i) for i, name in enumerate(trunk.feature_info.module_name())},
+        in_channels_list=trunk.feature_info.channels(),
+        out_channels=64,
+    )
+    detector = FasterRCNN(backbone, num_classes=3, min_size=128, max_size=128).train()
+    images = [torch.rand(3, 128, 128), torch.rand(3, 120, 128)]
+    targets = [
+        {"boxes": torch.tensor([[10.0, 20.0, 70.0, 90.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.tensor([[30.0, 30.0, 100.0, 110.0]]), "labels": torch.tensor([2])},
+    ]
+    losses = detector(images, targets)
+    assert {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"} <= set(losses)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert backbone.body.layer4[0].conv1.weight.grad.abs().sum() > 0

@@ -30,17 +30,6 @@ class CastInput(nn.Module):
         return self.model(x.to(self.dtype)).float()
 
 
-class Features(nn.Module):
-    """`forward_features` + `forward_head` without the eager input checks, which FX cannot trace."""
-
-    def __init__(self, model: ResNet) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.forward_features(x))
-
-
 def quantize_int8(model: ResNet, calibration: Iterable[torch.Tensor]) -> nn.Module:
     """Static int8 (x86 backend) with FX graph mode: observers calibrated on `calibration`, then converted.
 
@@ -56,7 +45,7 @@ def quantize_int8(model: ResNet, calibration: Iterable[torch.Tensor]) -> nn.Modu
     torch.backends.quantized.engine = "x86"
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torchao.*")
-        float_model = Features(copy.deepcopy(model)).eval()
+        float_model = copy.deepcopy(model).eval()
         prepared = prepare_fx(float_model, get_default_qconfig_mapping("x86"), (batches[0],))
         with torch.no_grad():
             for x in batches:

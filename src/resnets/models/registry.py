@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
+from .features import FeatureNet
 from .resnet import ResNet
 from .spec import ResNetSpec, ShortcutKind
 
@@ -139,6 +140,14 @@ def get_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
+@overload
+def create_model(name: str, num_classes: int | None = None, in_channels: int = 3, *,
+                 features_only: Literal[False] = False, **options: Any) -> ResNet: ...  # fmt: skip
+@overload
+def create_model(name: str, num_classes: int | None = None, in_channels: int = 3, *,
+                 features_only: Literal[True], **options: Any) -> FeatureNet: ...  # fmt: skip
+
+
 def create_model(
     name: str,
     num_classes: int | None = None,
@@ -150,14 +159,22 @@ def create_model(
     drop_rate: float = 0.0,
     stochastic_depth: float = 0.0,
     spec_overrides: Mapping[str, Any] | None = None,
-) -> ResNet:
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+) -> ResNet | FeatureNet:
     """Build a zoo model by name, optionally loading a local weights file.
 
-    `num_classes` defaults to the model's own (1000 for ImageNet nets, 10 for CIFAR nets). `shortcut`
-    overrides the skip connection ("A", "B", "C"); plain twins have none and refuse it. `spec_overrides`
-    changes other `ResNetSpec` fields (e.g. {"layers": [2, 2, 2]}) for variants outside the zoo. `weights`
-    is a local `.pth`/`.pt`/`.safetensors` file in our, torchvision's or timm's layout.
+    `num_classes` defaults to the model's own (1000 for ImageNet nets, 10 for CIFAR nets); 0 gives a model
+    that returns pooled features. `shortcut` overrides the skip connection ("A", "B", "C"); plain twins have
+    none and refuse it. `spec_overrides` changes other `ResNetSpec` fields (e.g. {"layers": [2, 2, 2]}) for
+    variants outside the zoo. `weights` is a local `.pth`/`.pt`/`.safetensors` file in our, torchvision's
+    or timm's layout. `features_only=True` returns a `FeatureNet` (timm's backbone API): the feature maps
+    of levels `out_indices` (default all: 0 the stem, i stage i) as a list, described by `feature_info`.
     """
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices selects feature levels; it needs features_only=True")
+    if features_only and num_classes:
+        raise ValueError(f"features_only=True has no classifier; num_classes={num_classes} conflicts")
     entry = get_entry(name)
     spec = entry.spec
     if shortcut is not None and shortcut != spec.shortcut:
@@ -176,7 +193,7 @@ def create_model(
         spec = spec.with_(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_overrides.items()})
     model = ResNet(
         spec,
-        num_classes=entry.num_classes if num_classes is None else num_classes,
+        num_classes=0 if features_only else entry.num_classes if num_classes is None else num_classes,
         in_channels=in_channels,
         zero_init_residual=zero_init_residual,
         drop_rate=drop_rate,
@@ -186,4 +203,4 @@ def create_model(
         from .weights import load_weights
 
         load_weights(model, weights)
-    return model
+    return FeatureNet(model, out_indices) if features_only else model

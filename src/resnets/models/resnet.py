@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from .blocks import ResidualBlock
+from .features import FeatureInfo
 from .spec import EXPANSION, ResNetSpec
-from .stems import stem_conv, stem_pool
+from .stems import check_image, stem_conv, stem_pool
 
 
 def make_stage(
@@ -27,8 +28,10 @@ class ResNet(nn.Module):
     """A ResNet built from a `ResNetSpec`.
 
     Module names match torchvision (`conv1`, `bn1`, `layer1`..`layerN`, `fc`), so its weights load with
-    `strict=True`. Global average pooling makes the network accept any input size from
-    `spec.min_input_size` up, square or not.
+    `strict=True`. Global average pooling makes the network accept any input size, square or not: padded
+    convolutions never shrink a side below 1 px. The backbone API follows timm: `forward_features`,
+    `forward_head(x, pre_logits)`, `num_features`, `feature_info`, `reset_classifier`; `num_classes=0`
+    returns the pooled (N, num_features) features.
     """
 
     def __init__(
@@ -41,19 +44,23 @@ class ResNet(nn.Module):
         stochastic_depth: float = 0.0,
     ) -> None:
         super().__init__()
-        if num_classes < 1 or in_channels < 1:
-            raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}")
+        if num_classes < 0 or in_channels < 1:
+            raise ValueError(f"need num_classes >= 0 and in_channels >= 1, got {num_classes}, {in_channels}")
         if not 0.0 <= drop_rate < 1.0 or not 0.0 <= stochastic_depth < 1.0:
             raise ValueError("drop_rate and stochastic_depth are probabilities in [0, 1)")
         self.spec = spec
-        self.num_classes = num_classes
         self.in_channels = in_channels
+        self.num_features = spec.num_features
 
         self.conv1 = stem_conv(spec, in_channels)
         # pre-activation nets normalise at the start of each block, so the stem has no BN-ReLU
         self.bn1 = nn.Identity() if spec.preact else nn.BatchNorm2d(spec.stem_channels)
         self.relu = nn.Identity() if spec.preact else nn.ReLU(inplace=True)
         self.maxpool = stem_pool(spec)
+        # the ImageNet stems halve the image, then max-pool; the CIFAR stem keeps full resolution
+        reduction = 1 if spec.stem == "cifar" else 2
+        levels = [{"num_chs": spec.stem_channels, "reduction": reduction, "module": "relu"}]
+        reduction *= 1 if spec.stem == "cifar" else 2
 
         # stochastic depth grows linearly with the block index (Huang et al. 2016)
         total = sum(spec.layers)
@@ -61,18 +68,26 @@ class ResNet(nn.Module):
         channels = spec.stem_channels
         for s, (planes, blocks) in enumerate(zip(spec.widths, spec.layers, strict=True)):
             done = sum(spec.layers[:s])
-            stage = make_stage(
-                spec, channels, planes, blocks, 1 if s == 0 else 2, rates[done : done + blocks]
+            stride = 1 if s == 0 else 2
+            self.add_module(
+                f"layer{s + 1}",
+                make_stage(spec, channels, planes, blocks, stride, rates[done : done + blocks]),
             )
-            self.add_module(f"layer{s + 1}", stage)
             channels = planes * EXPANSION[spec.block]
+            reduction *= stride
+            levels.append({"num_chs": channels, "reduction": reduction, "module": f"layer{s + 1}"})
 
         # v2 ends with a BN-ReLU, since its blocks output un-normalised sums
         self.final_bn = nn.BatchNorm2d(channels) if spec.preact else nn.Identity()
+        self.final_act = nn.ReLU() if spec.preact else nn.Identity()
+        if spec.preact:
+            levels[-1]["module"] = "final_act"
+        self.feature_info = FeatureInfo(levels)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = nn.Linear(channels, num_classes)
+        self.reset_classifier(num_classes)
         self.reset_parameters(zero_init_residual)
+        self.register_forward_pre_hook(check_image)
 
     @property
     def stages(self) -> list[nn.Sequential]:
@@ -91,38 +106,24 @@ class ResNet(nn.Module):
                 if isinstance(m, ResidualBlock):
                     m.zero_init_last()
 
-    def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ValueError that names the problem, instead of a shape error deep inside."""
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"expected a torch.Tensor, got {type(x).__name__}")
-        if x.ndim != 4:
-            raise ValueError(
-                f"expected a 4-D batch (N, {self.in_channels}, H, W), got shape {tuple(x.shape)}; "
-                "add a batch dimension with x.unsqueeze(0)"
-            )
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected {self.in_channels} input channel(s), got {x.shape[1]} (shape {tuple(x.shape)}); "
-                f"create the model with in_channels={x.shape[1]} or convert the images"
-            )
-        size = self.spec.min_input_size
-        if x.shape[2] < size or x.shape[3] < size:
-            raise ValueError(
-                f"input {x.shape[2]}x{x.shape[3]} is too small: this model needs at least {size}x{size}"
-            )
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new classifier for `num_classes` classes (PyTorch's default Linear init); 0 removes it."""
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) image -> (N, num_features, H/s, W/s) feature map."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for stage in self.stages:
             x = stage(x)
-        return torch.relu(self.final_bn(x)) if self.spec.preact else x
+        return self.final_act(self.final_bn(x))
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature map -> (N, num_classes) logits."""
-        return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Feature map -> (N, num_classes) logits, or the pooled (N, num_features) with `pre_logits`."""
+        x = self.dropout(torch.flatten(self.avgpool(x), 1))
+        return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
-            self.check_input(x)
         return self.forward_head(self.forward_features(x))

@@ -61,11 +61,6 @@ class ResNetSpec:
         return per_block * sum(self.layers) + 2
 
     @property
-    def min_input_size(self) -> int:
-        """Smallest input side the network accepts: every stride-2 step needs at least one pixel."""
-        return 8 if self.stem == "cifar" else 32
-
-    @property
     def default_input_size(self) -> int:
         """The side the network was designed for: CIFAR's 32 px for the CIFAR stem, ImageNet's 224 px else."""
         return 32 if self.stem == "cifar" else 224

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .spec import ResNetSpec
@@ -32,3 +33,23 @@ def stem_pool(spec: ResNetSpec) -> nn.Module:
     if spec.stem == "cifar":
         return nn.Identity()
     return nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+
+def check_image(module: nn.Module, args: tuple[object, ...]) -> None:
+    """Forward pre-hook on a model's input: a ValueError that names the problem, instead of a shape error
+    deep inside. A hook, not a check in `forward`: eager calls, `torch.compile` and `torch.export` run it
+    (it reads only the static rank and channel count, so it traces without graph breaks), while FX's
+    symbolic tracing, which cannot branch on a traced shape, traces `forward` alone and skips it."""
+    x, expected = args[0], module.in_channels
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"expected a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(
+            f"expected a 4-D batch (N, {expected}, H, W), got shape {tuple(x.shape)}; "
+            "add a batch dimension with x.unsqueeze(0)"
+        )
+    if x.shape[1] != expected:
+        raise ValueError(
+            f"expected {expected} input channel(s), got {x.shape[1]} (shape {tuple(x.shape)}); "
+            f"create the model with in_channels={x.shape[1]} or convert the images"
+        )

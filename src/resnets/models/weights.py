@@ -93,14 +93,28 @@ def _adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return weight.repeat(1, reps, 1, 1)[:, :in_channels] * (have / in_channels)
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
+def classifier_size(path: str | Path) -> int | None:
+    """How many classes the weights in `path` predict (None when they hold no classifier)."""
+    fc = to_our_layout(read_state_dict(path)).get("fc.weight")
+    return None if fc is None else int(fc.shape[0])
+
+
+def load_weights(model: nn.Module, path: str | Path, new_head: bool = True) -> None:
     """Load `path` into `model` strictly, after renaming; tells (with a warning) what it had to adapt:
-    a new classifier for a different class count, a stem for a different channel count, or the projection
-    shortcuts a plain net does not have."""
+    a new classifier for a different class count (only with `new_head`, as fine-tuning wants; elsewhere
+    a classifier that does not fit is an error, never a silent random one), a stem for a different channel
+    count, or the projection shortcuts a plain net does not have."""
     state = to_our_layout(read_state_dict(path))
     own = model.state_dict()
     notes = []
+    if "fc.weight" not in own:  # num_classes=0 or a feature backbone: no classifier to load into (as timm)
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     if "fc.weight" in state and "fc.weight" in own and state["fc.weight"].shape != own["fc.weight"].shape:
+        if not new_head:
+            raise ValueError(
+                f"{path} predicts {state['fc.weight'].shape[0]} classes, not {own['fc.weight'].shape[0]}: "
+                "leave out --num-classes (it defaults to the file's classifier) or fine-tune with `train`"
+            )
         state.pop("fc.weight")
         state.pop("fc.bias", None)
         state["fc.weight"], state["fc.bias"] = own["fc.weight"], own["fc.bias"]

@@ -143,7 +143,7 @@ def build_model(cfg: TrainConfig, bundle: DataBundle) -> ResNet:
 
 
 def load_data(cfg: TrainConfig) -> DataBundle:
-    min_side = model_spec(cfg).min_input_size
+    """The data set of `cfg` at its own size (or `--image-size`): any model takes any size, down to 1 px."""
     bundle = load_dataset(
         cfg.data,
         cfg.data_root,
@@ -153,13 +153,6 @@ def load_data(cfg: TrainConfig) -> DataBundle:
         strict=cfg.strict_data,
         limit=cfg.limit,
     )
-    if min(bundle.image_size) < min_side:
-        if cfg.image_size is not None:
-            raise ValueError(f"--image-size {cfg.image_size} is below {cfg.model}'s minimum of {min_side} px")
-        bundle = load_dataset(
-            cfg.data, cfg.data_root, channels=cfg.in_channels, image_size=min_side, val_split=cfg.val_split,
-            strict=cfg.strict_data, limit=cfg.limit,
-        )  # fmt: skip
     if cfg.test_limit is not None and cfg.test_limit < len(bundle.test):
         labels = bundle.test.targets if isinstance(bundle.test, FolderSplit) else bundle.test.labels.tolist()
         bundle.test = bundle.test.subset(balanced_subset(labels, cfg.test_limit))
