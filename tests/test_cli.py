@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from torchvision.io import write_png
 
 from resnets import create_model
 from resnets.cli import main
@@ -75,7 +74,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, cache_env: dict[str, str])
 def test_train_evaluate_predict(run_dir: Path, cache_env: dict[str, str], tmp_path: Path) -> None:
     images = [next((CIFAR / "test" / c).iterdir()) for c in ("cat", "truck")]
     gray = tmp_path / "gray.png"  # a grayscale image for the RGB model: converted, not refused
-    write_png(read_image(images[0], 3).float().mean(0, keepdim=True).to(torch.uint8), str(gray))
+    Image.fromarray(read_image(images[0], 3).float().mean(0).to(torch.uint8).numpy()).save(gray)
     evaluation = resnets_cli(
         "evaluate", str(run_dir), "--data", "cifar10", "--data-root", str(CIFAR), env=cache_env
     )
@@ -251,7 +250,7 @@ def test_corrupt_and_grayscale_images(
     broken = sorted((root / "train" / "dog").iterdir())[0]
     broken.write_bytes(broken.read_bytes()[:100])
     for image in sorted((root / "train" / "cat").iterdir())[:3]:
-        write_png(read_image(image, 3)[:1], str(image))  # one channel
+        Image.fromarray(read_image(image, 3)[0].numpy()).save(image)  # one channel
     assert Image.open(image).mode == "L"
     args = ["train", "--data", "cifar10", "--data-root", str(root), "--image-size", "8", "--quiet", *TINY]
     with pytest.warns(UserWarning, match=r"skipped 1 corrupt or truncated image\(s\).*dog"):

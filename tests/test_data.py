@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchvision.io import encode_png
+from PIL import Image
 
 import resnets.data.readers
 import resnets.data.sources
@@ -28,9 +28,6 @@ from resnets.data import (
 FIXTURES = Path(__file__).parent / "fixtures"
 FASHION = FIXTURES / "fashion-mnist"
 CIFAR = FIXTURES / "cifar10"
-
-# torchvision 0.29 deprecates torchvision.io decoding in favour of torchcodec; it still works.
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
 
 
 @pytest.fixture(autouse=True)
@@ -153,7 +150,7 @@ def test_gray_images_for_rgb_model(tmp_path: Path) -> None:
         (tmp_path / "gray" / cls).mkdir(parents=True)
         for i in range(3):
             gray = torch.randint(0, 256, (1, 20, 20), dtype=torch.uint8)
-            (tmp_path / "gray" / cls / f"{i}.png").write_bytes(encode_png(gray).numpy().tobytes())
+            Image.fromarray(gray[0].numpy()).save(tmp_path / "gray" / cls / f"{i}.png")
     bundle = load_dataset(f"folder:{tmp_path / 'gray'}", val_split=0.34, image_size=16)
     image, _ = bundle.train[0]
     assert image.shape == (3, 16, 16) and torch.equal(image[0], image[1])

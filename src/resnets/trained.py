@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
 from .data.bundle import convert_stats
+from .data.folder import read_image
 from .data.load import IMAGENET_STATS
 from .deploy import prepare_for_inference
 from .models import ResNet, create_model
@@ -69,15 +69,11 @@ def load_trained(
 
 
 def load_image(path: str | Path, trained: Trained) -> torch.Tensor:
-    """Decode, convert to the model's channels, resize and normalise one image file: (C, H, W) float."""
+    """Decode (as training does), convert to the model's channels, resize and normalise one image: (C, H, W) float."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    mode = ImageReadMode.GRAY if trained.model.in_channels == 1 else ImageReadMode.RGB
-    try:
-        image = decode_image(str(path), mode=mode)
-    except RuntimeError as e:
-        raise ValueError(f"cannot decode {path}: not a readable image ({e})") from e
+    image = read_image(path, trained.model.in_channels, min_side=max(trained.image_size))
     image = TF.resize(image, list(trained.image_size), antialias=True)
     return TF.normalize(image.float() / 255, list(trained.mean), list(trained.std))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from resnets.data.folder import FolderSplit
+from resnets.data.folder import Dropped, FolderSplit
 
 # ITU-R 601 luma weights, the same ones torchvision uses for RGB -> gray.
 LUMA = (0.299, 0.587, 0.114)
@@ -59,8 +59,13 @@ class DataBundle:
     std: tuple[float, ...]
     train: Split
     test: Split
-    skipped: int = 0
+    dropped: list[Dropped] = field(default_factory=list)  # images left out (corrupt, truncated) and why
     source: Path | None = None
+
+    @property
+    def skipped(self) -> int:
+        """How many images were left out."""
+        return len(self.dropped)
 
     @property
     def num_classes(self) -> int:

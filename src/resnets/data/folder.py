@@ -1,4 +1,4 @@
-"""Image-folder data sets (class sub-folders of image files), decoded from disk on demand."""
+"""Image-folder data sets (class sub-folders of image files), decoded from disk on demand by Pillow."""
 
 from __future__ import annotations
 
@@ -8,37 +8,138 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
 from resnets.data.errors import DataError
 from resnets.data.seeds import mix_seed
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+# The raster formats people keep training images in; Pillow reads them all (TIFF and GIF: the first page).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 EVAL_RESIZE = 1.14  # eval: resize the short side to 1.14x the crop (256/224), then center-crop
+MIN_CROP_AREA = 0.08  # the smallest random-resized crop, as a fraction of the image (Inception)
 _PNG_MAGIC, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit gray (PNG, TIFF); "I" holds them as int32
 
 
-def looks_complete(path: Path) -> bool:
-    """Cheaply check an image file's signature and end marker, to catch garbage and truncated files."""
+class UnreadableImage(DataError):
+    """An image file that cannot be decoded, or is over the pixel limit; `reason` says why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"cannot decode {path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+class Dropped(NamedTuple):
+    """An image left out of a data set, and why."""
+
+    path: Path
+    reason: str
+
+
+def read_image(path: Path, channels: int, min_side: int = 0) -> torch.Tensor:
+    """Decode an image file into uint8 (C, H, W), gray (1) or RGB (3): the one decoder for training and predict.
+
+    Pillow reads it (the first page of a multi-page TIFF or GIF); 16-bit images are scaled to 8 bits and
+    colour is converted as Pillow does (ITU-R 601 luma for gray, alpha dropped). A JPEG whose short side is
+    at least twice `min_side` is decoded at 1/2, 1/4 or 1/8 scale, never below `min_side`, which is much
+    faster. An image over `PIL.Image.MAX_IMAGE_PIXELS` pixels is refused before decoding, so one huge file
+    cannot exhaust memory.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if limit and width * height > limit:
+                raise UnreadableImage(path, _over_limit(width, height, limit))
+            mode = "L" if channels == 1 else "RGB"
+            if image.format == "JPEG":
+                # libjpeg scales in the DCT and converts YCbCr to gray itself: decodes far less
+                image.draft(mode, (min_side, min_side) if min_side else None)
+            image.load()
+            image = _to_mode(image, mode)
+    except Image.DecompressionBombError as e:  # Pillow refuses twice the limit on open, before we see a size
+        raise UnreadableImage(path, f"{e}; raise PIL.Image.MAX_IMAGE_PIXELS to read it") from e
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise UnreadableImage(path, str(e) or type(e).__name__) from e
+    array = np.asarray(image)  # (H, W) or (H, W, 3)
+    tensor = torch.from_numpy(array.copy() if not array.flags.writeable else array)
+    return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def _over_limit(width: int, height: int, limit: int) -> str:
+    return (
+        f"{width}x{height} = {width * height:,} pixels is over the limit of {limit:,} "
+        "(PIL.Image.MAX_IMAGE_PIXELS): shrink the image or raise the limit"
+    )
+
+
+def _to_mode(image: Image.Image, mode: str) -> Image.Image:
+    """Convert to 8-bit "L" or "RGB"; 16-bit values are scaled by 255/65535 (x / 257, rounded)."""
+    if image.mode in _SIXTEEN_BIT:
+        wide = np.clip(np.asarray(image), 0, 65535).astype(np.uint32)
+        image = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))  # mode "L"
+    return image if image.mode == mode else image.convert(mode)
+
+
+def suspect(path: Path) -> str | None:
+    """Cheaply check a file's signature and end marker: None if it looks whole, else why it may not be.
+
+    Only a hint (a decode decides): valid files can fail it, e.g. a JPEG with data after its end marker
+    (phone "motion photos", appended metadata) or a PNG with bytes after IEND.
+    """
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
-            head = f.read(12)
+            head = f.read(16)
             f.seek(max(size - 64, 0))
             tail = f.read()
-    except OSError:
-        return False
+    except OSError as e:
+        return str(e)
     if head.startswith(_PNG_MAGIC):
-        return _PNG_END in tail
-    if head.startswith(b"\xff\xd8\xff"):
-        return b"\xff\xd9" in tail  # 0xFFD9 can only be the end-of-image marker in a JPEG stream
+        return None if _PNG_END in tail else "no PNG end chunk (IEND) at the end of the file"
+    if head.startswith(b"\xff\xd8\xff"):  # 0xFFD9 can only be the end-of-image marker in a JPEG stream
+        return None if b"\xff\xd9" in tail else "no JPEG end marker at the end of the file"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return int.from_bytes(head[4:8], "little") + 8 <= size
-    return False
+        return (
+            None if int.from_bytes(head[4:8], "little") + 8 <= size else "WebP shorter than its header says"
+        )
+    if head[:2] == b"BM":  # the header's file size; some writers leave it 0
+        return None if int.from_bytes(head[2:6], "little") <= size else "BMP shorter than its header says"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return None if tail.endswith(b";") else "no GIF trailer at the end of the file"
+    if head[:4] in _TIFF_MAGIC:
+        return _tiff_suspect(path, size)
+    return "not a PNG, JPEG, WebP, BMP, GIF or TIFF signature"
+
+
+def _tiff_suspect(path: Path, size: int) -> str | None:
+    """A TIFF has no end marker, but its first page's strip (or tile) table says where the pixels end."""
+    try:
+        with Image.open(path) as image:
+            tags = image.tag_v2
+            offsets, counts = tags.get(273) or tags.get(324), tags.get(279) or tags.get(325)
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        return str(e) or type(e).__name__
+    if not offsets or not counts or len(offsets) != len(counts):
+        return "TIFF without a readable strip or tile table"
+    end = max(o + c for o, c in zip(offsets, counts, strict=True))
+    return None if end <= size else "TIFF pixels run past the end of the file"
+
+
+def verify(path: Path) -> str | None:
+    """Decode `path` (at a reduced scale when it is a JPEG): None if it reads, else the decoder's reason."""
+    try:
+        read_image(path, 1, min_side=1)
+    except UnreadableImage as e:
+        return e.reason
+    return None
 
 
 def scan_classes(root: Path) -> dict[str, list[Path]]:
@@ -62,33 +163,36 @@ def scan_classes(root: Path) -> dict[str, list[Path]]:
 
 def drop_incomplete(
     samples: list[tuple[Path, int]], strict: bool
-) -> tuple[list[tuple[Path, int]], list[Path]]:
-    """Split samples into readable-looking ones and corrupt files; with `strict`, a corrupt file is an error."""
-    good, bad = [], []
-    for sample in samples:
-        (good if looks_complete(sample[0]) else bad).append(sample)
-    if bad and strict:
-        raise DataError(f"corrupt or truncated image: {bad[0][0]} ({len(bad)} in all); fix or delete it")
-    return good, [path for path, _ in bad]
+) -> tuple[list[tuple[Path, int]], list[Dropped]]:
+    """Split samples into readable ones and the files dropped (with why); with `strict`, a dropped file is an error.
+
+    The cheap `suspect` check runs on every file; only the files it flags are decoded here, and only those
+    that then fail to decode are dropped.
+    """
+    good, dropped = [], []
+    for path, label in samples:
+        hint = suspect(path)
+        failure = hint and verify(path)
+        if failure:
+            dropped.append(Dropped(path, f"{hint}; decoding failed: {failure}"))
+        else:
+            good.append((path, label))
+    if dropped and strict:
+        path, reason = dropped[0]
+        raise DataError(
+            f"corrupt or truncated image: {path} ({reason}; {len(dropped)} in all); fix or delete it"
+        )
+    return good, dropped
 
 
-def warn_skipped(bad: Sequence[Path], where: Path | str) -> None:
+def warn_skipped(dropped: Sequence[Dropped], where: Path | str) -> None:
     """Emit the one summary warning for the corrupt images skipped while loading a data set."""
-    if bad:
-        shown = ", ".join(str(p) for p in bad[:3]) + (" ..." if len(bad) > 3 else "")
+    if dropped:
+        shown = "; ".join(f"{p} ({why})" for p, why in dropped[:3]) + (" ..." if len(dropped) > 3 else "")
         warnings.warn(
-            f"skipped {len(bad)} corrupt or truncated image(s) in {where}: {shown} (strict=True makes this an error)",
+            f"skipped {len(dropped)} corrupt or truncated image(s) in {where}: {shown} (strict=True makes this an error)",
             stacklevel=3,
         )
-
-
-def read_image(path: Path, channels: int) -> torch.Tensor:
-    """Decode an image file into uint8 (C, H, W), converting to gray (1) or RGB (3) as asked."""
-    mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
-    try:
-        return decode_image(str(path), mode=mode)
-    except (RuntimeError, OSError, ValueError) as e:
-        raise DataError(f"cannot decode image {path}: {e}") from e
 
 
 def random_resized_crop_box(height: int, width: int, generator: torch.Generator) -> tuple[int, int, int, int]:
@@ -97,7 +201,7 @@ def random_resized_crop_box(height: int, width: int, generator: torch.Generator)
     log_ratio = (math.log(3 / 4), math.log(4 / 3))
     for _ in range(10):
         u = torch.rand(3, generator=generator).tolist()
-        target = area * (0.08 + 0.92 * u[0])
+        target = area * (MIN_CROP_AREA + (1 - MIN_CROP_AREA) * u[0])
         ratio = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * u[1])
         w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
         if 0 < w <= width and 0 < h <= height:
@@ -137,11 +241,17 @@ class FolderSplit(Dataset):
         """Return the same samples with training (random) or evaluation (deterministic) transforms."""
         return replace(self, train=train, flip=flip, seed=seed)
 
+    @property
+    def min_side(self) -> int:
+        """The shortest image side the transforms can use without upsampling: JPEGs decode no smaller."""
+        side = max(self.image_size)
+        return math.ceil(side / math.sqrt(MIN_CROP_AREA)) if self.train else round(EVAL_RESIZE * side)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         for attempt in range(len(self.samples)):
             path, label = self.samples[(index + attempt) % len(self.samples)]
             try:
-                image = read_image(path, self.channels)
+                image = read_image(path, self.channels, self.min_side)
             except DataError as e:
                 if self.strict:
                     raise

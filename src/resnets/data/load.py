@@ -13,7 +13,7 @@ from resnets.data.bundle import (
     stratified_split,
 )
 from resnets.data.errors import DataError
-from resnets.data.folder import warn_skipped
+from resnets.data.folder import Dropped, warn_skipped
 from resnets.data.readers import (
     read_cifar_pickles,
     read_fashion_mnist,
@@ -62,7 +62,7 @@ def load_dataset(
         raise DataError(f"image_size must be positive, got {image_size}")
     if name == "imagenette" or name.startswith("folder:"):
         return _load_folders(name, root, channels, image_size, val_split, strict, download, limit)
-    bad: list[Path] = []
+    bad: list[Dropped] = []
     if name == "fashion-mnist":
         source = find_fashion_mnist(root, download)
         train, test, classes = read_fashion_mnist(source)
@@ -93,7 +93,7 @@ def load_dataset(
         std=convert_stats(std, channels),
         train=train,
         test=test,
-        skipped=len(bad),
+        dropped=bad,
         source=source,
     )
 
@@ -132,6 +132,6 @@ def _load_folders(
         std=convert_stats(std, channels),
         train=train,
         test=test,
-        skipped=len(bad),
+        dropped=bad,
         source=source,
     )

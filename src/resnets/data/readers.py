@@ -15,7 +15,14 @@ import torch
 
 from resnets.data.bundle import TensorSplit, stratified_split
 from resnets.data.errors import DataError
-from resnets.data.folder import FolderSplit, drop_incomplete, read_image, scan_classes
+from resnets.data.folder import (
+    Dropped,
+    FolderSplit,
+    UnreadableImage,
+    drop_incomplete,
+    read_image,
+    scan_classes,
+)
 from resnets.data.idx import read_idx
 from resnets.data.sources import FASHION_FILES, cache_dir, fashion_file
 
@@ -31,7 +38,7 @@ FASHION_CLASSES = [
     "Bag",
     "Ankle boot",
 ]
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: decoded by Pillow, files kept or dropped by decoding, reasons stored
 
 
 def read_fashion_mnist(folder: Path) -> tuple[TensorSplit, TensorSplit, list[str]]:
@@ -143,24 +150,24 @@ def _png_cache_file(root: Path) -> Path:
     return cache_dir() / "decoded" / f"{root.name}-{key}.npz"
 
 
-def _decode_all(paths: list[Path]) -> list[torch.Tensor | None]:
-    """Decode RGB images with a small thread pool; an undecodable file gives None."""
+def _decode_all(paths: list[Path]) -> list[torch.Tensor | UnreadableImage]:
+    """Decode RGB images with a small thread pool; an undecodable file gives its error."""
 
-    def decode(path: Path) -> torch.Tensor | None:
+    def decode(path: Path) -> torch.Tensor | UnreadableImage:
         try:
             return read_image(path, 3)
-        except DataError:
-            return None
+        except UnreadableImage as e:
+            return e
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         return list(pool.map(decode, paths, chunksize=256))
 
 
 def _decode_png_tree(root: Path, strict: bool) -> dict[str, np.ndarray]:
-    """Decode a train/ + test/ tree of same-size images into uint8 arrays, noting the corrupt files."""
+    """Decode a train/ + test/ tree of same-size images into uint8 arrays, noting the dropped files and why."""
     classes = list(scan_classes(root / "train"))
     arrays: dict[str, np.ndarray] = {"classes": np.array(classes)}
-    bad: list[Path] = []
+    dropped: list[Dropped] = []
     for split in ("train", "test"):
         found = scan_classes(root / split)
         unknown = sorted(set(found) - set(classes))
@@ -170,16 +177,21 @@ def _decode_png_tree(root: Path, strict: bool) -> dict[str, np.ndarray]:
             [(p, classes.index(c)) for c, ps in found.items() for p in ps], strict
         )
         images = _decode_all([p for p, _ in samples])
-        failed = [p for (p, _), image in zip(samples, images, strict=True) if image is None]
+        failed = [Dropped(e.path, e.reason) for e in images if isinstance(e, UnreadableImage)]
         if failed and strict:
-            raise DataError(f"cannot decode image {failed[0]} ({len(failed)} in all); fix or delete it")
-        kept = [(image, y) for image, (_, y) in zip(images, samples, strict=True) if image is not None]
+            raise DataError(f"cannot decode image {failed[0].path} ({len(failed)} in all); fix or delete it")
+        kept = [
+            (image, y)
+            for image, (_, y) in zip(images, samples, strict=True)
+            if isinstance(image, torch.Tensor)
+        ]
         if len({tuple(image.shape) for image, _ in kept}) > 1:
             raise DataError(f"images in {root / split} differ in size; load it as folder:{root} instead")
         arrays[f"{split}_x"] = torch.stack([image for image, _ in kept]).numpy()
         arrays[f"{split}_y"] = np.array([y for _, y in kept], dtype=np.int64)
-        bad += skipped + failed
-    arrays["bad"] = np.array([str(p) for p in bad], dtype=str)
+        dropped += skipped + failed
+    arrays["bad"] = np.array([str(p) for p, _ in dropped], dtype=str)
+    arrays["bad_reasons"] = np.array([why for _, why in dropped], dtype=str)
     return arrays
 
 
@@ -196,8 +208,8 @@ def _save_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
         )
 
 
-def read_png_tree(root: Path, strict: bool) -> tuple[TensorSplit, TensorSplit, list[str], list[Path]]:
-    """Read a train/ + test/ PNG tree into (train, test, classes, corrupt files), cached as .npz after decoding."""
+def read_png_tree(root: Path, strict: bool) -> tuple[TensorSplit, TensorSplit, list[str], list[Dropped]]:
+    """Read a train/ + test/ PNG tree into (train, test, classes, dropped files), cached as .npz after decoding."""
     cache = _png_cache_file(root)
     if cache.is_file():
         with np.load(cache) as f:
@@ -205,9 +217,10 @@ def read_png_tree(root: Path, strict: bool) -> tuple[TensorSplit, TensorSplit, l
     else:
         arrays = _decode_png_tree(root, strict)
         _save_atomically(cache, arrays)
-    bad = [Path(p) for p in arrays["bad"]]
+    bad = [Dropped(Path(p), str(why)) for p, why in zip(arrays["bad"], arrays["bad_reasons"], strict=True)]
     if bad and strict:
-        raise DataError(f"corrupt or truncated image: {bad[0]} ({len(bad)} in all); fix or delete it")
+        path, reason = bad[0]
+        raise DataError(f"corrupt or truncated image: {path} ({reason}; {len(bad)} in all); fix or delete it")
     train, test = (
         TensorSplit(torch.from_numpy(arrays[f"{s}_x"]), torch.from_numpy(arrays[f"{s}_y"]))
         for s in ("train", "test")
@@ -217,8 +230,8 @@ def read_png_tree(root: Path, strict: bool) -> tuple[TensorSplit, TensorSplit, l
 
 def read_image_folders(
     root: Path, channels: int, image_size: tuple[int, int], val_split: float, strict: bool
-) -> tuple[FolderSplit, FolderSplit, list[Path]]:
-    """Scan an image-folder tree (train/ + val/ or test/, or class folders only) into (train, test, corrupt files).
+) -> tuple[FolderSplit, FolderSplit, list[Dropped]]:
+    """Scan an image-folder tree (train/ + val/ or test/, or class folders only) into (train, test, dropped files).
 
     With `val_split` > 0 the evaluation split is carved out of train (seeded, per class) and any val/ or
     test/ folder is not used; a tree without train/ needs `val_split`.

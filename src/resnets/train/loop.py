@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
+import math
 import time
 from dataclasses import dataclass, field, replace
 from itertools import islice
@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from ..data import DataBundle, FolderSplit, load_dataset, make_loader, mixup
 from ..data.bundle import balanced_subset
@@ -26,6 +25,7 @@ from .checkpoint import atomic_write_text, load_state, save_state, save_weights
 from .config import TrainConfig
 from .metrics import EvalResult, MetricAccumulator
 from .optim import default_lr, lr_factor, make_optimizer, set_lr
+from .progress import progress
 from .runtime import Runtime, cpu_has_bf16, precision_name, resolve_runtime, seed_everything
 from .tboard import log_epoch, open_writer
 
@@ -48,7 +48,7 @@ class History:
 
 
 def show_progress(cfg: TrainConfig, runtime: Runtime) -> bool:
-    return runtime.is_main and not cfg.quiet and sys.stderr.isatty()
+    return runtime.is_main and not cfg.quiet
 
 
 def log(cfg: TrainConfig, runtime: Runtime, message: str) -> None:
@@ -71,7 +71,7 @@ def train_one_epoch(
     """One pass over `loader`; returns (mean loss, accuracy, next global step). LR is set every step."""
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
-    bar = tqdm(loader, desc=desc, leave=False, disable=not show_progress(cfg, runtime), unit="batch")
+    bar = progress(loader, desc, enabled=show_progress(cfg, runtime))
     start = time.perf_counter()
     for x, y in bar:
         set_lr(optimizer, default_lr(cfg), lr_at(step))
@@ -113,8 +113,9 @@ def evaluate(model: nn.Module, loader, num_classes: int, runtime: Runtime, tta: 
     for x, y in islice(loader, runtime.rank, None, runtime.world_size):
         with runtime.autocast():
             logits = model(x).float()
-            if tta:
-                logits = (logits.softmax(1) + model(x.flip(3)).float().softmax(1)).log()
+            if tta:  # mean of the two views' probabilities, in log space: no log(0) when both underflow
+                views = torch.stack([logits.log_softmax(1), model(x.flip(3)).float().log_softmax(1)])
+                logits = views.logsumexp(0) - math.log(2)
         acc.update(logits, y, F.cross_entropy(logits, y, reduction="sum").item())
     return (distributed.reduce_metrics(acc, runtime.device) if runtime.world_size > 1 else acc).result()
 

@@ -12,6 +12,21 @@ from .checkpoint import atomic_write_text
 from .config import TrainConfig
 from .plots import plot_confusion, plot_curves
 
+MAX_DROPPED_LISTED = 100
+
+
+def dropped_section(bundle: DataBundle) -> str:
+    """The report's list of images left out of the data and why, so they can be fixed; empty if none."""
+    if not bundle.dropped:
+        return ""
+    lines = [f"\n## Images left out ({len(bundle.dropped)})\n", "| file | why |", "|---|---|"]
+    lines += [
+        f"| `{path}` | {reason.replace('|', '/')} |" for path, reason in bundle.dropped[:MAX_DROPPED_LISTED]
+    ]
+    if len(bundle.dropped) > MAX_DROPPED_LISTED:
+        lines.append(f"\nand {len(bundle.dropped) - MAX_DROPPED_LISTED} more.")
+    return "\n".join(lines) + "\n"
+
 
 def write_report(run_dir: Path, cfg: TrainConfig, bundle: DataBundle, history) -> Path:
     """report.md + curves.png + confusion.png in the run folder; returns the report's path."""
@@ -51,7 +66,7 @@ def write_report(run_dir: Path, cfg: TrainConfig, bundle: DataBundle, history) -
 ```
 
 ![confusion matrix](confusion.png)
-
+{dropped_section(bundle)}
 Resume an interrupted run with `resnets train --resume {run_dir}`.
 """
     path = run_dir / "report.md"
