@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,15 +24,6 @@ def test_short_calls_are_looped_to_the_minimum_time(monkeypatch: pytest.MonkeyPa
     seconds = median_seconds(fn, torch.device("cpu"), warmup=1, repeats=3, min_time=0.02)
     assert seconds == pytest.approx(0.002)
     assert (clock[0] - calls_before) / 0.002 == pytest.approx(1 + 3 * 10)  # warm-up, then 10 calls a repeat
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """The machine is shared: threads that wait on each other under load make every op crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_quick_benchmark_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,15 +28,6 @@ CLASSES = sorted(p.name for p in (CIFAR / "train").iterdir())
 TINY = ["--epochs", "1", "--batch-size", "16", "--limit", "32", "--workers", "0"]
 TQDM_BAR = re.compile(r"\d+%\||it/s|batch/s|\r")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a small shared CPU, OpenMP threads waiting on each other cost far more than
-    they gain for these tiny models (measured 30x slower under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def resnets_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:

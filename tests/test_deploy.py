@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,14 +32,6 @@ def trained_like(name: str, side: int) -> nn.Module:
         model(torch.randn(8, 3, side, side, generator=g))
     return model.eval()
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """The machine is shared: threads that wait on each other under load make every op crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 NETS = {  # one of each kind: basic, bottleneck + deep stem + avg-down, grouped, option A, plain, pre-activation

@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from resnets.cli import build_parser, train_argv
+from resnets.cli import build_parser
 from resnets.data import load_dataset, make_loader
 from resnets.models import create_model
 from resnets.train import TrainConfig, fit
@@ -84,16 +83,7 @@ def train_float64() -> dict[str, torch.Tensor]:
         return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """In-process training on one thread: much faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_ddp_steps_equal_one_process_in_float64(tmp_path: Path, one_thread: None) -> None:
+def test_ddp_steps_equal_one_process_in_float64(tmp_path: Path) -> None:
     # rank r's batch i is perm[i*64 + r :: 2][:32], so the shards together are the single batch i; DDP
     # averages the gradients, AllReduceBatchNorm2d pools the statistics, and the default LR follows 2 x 32
     out = tmp_path / "ddp.pt"
@@ -116,12 +106,9 @@ def test_ddp_steps_equal_one_process_in_float64(tmp_path: Path, one_thread: None
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One process with the whole global batch of 64, on one thread."""
+    """One process with the whole global batch of 64."""
     out = tmp_path_factory.mktemp("single") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     fit(TrainConfig(**TINY, batch_size=64, out=str(out), quiet=True))
-    torch.set_num_threads(threads)
     return out
 
 
@@ -206,8 +193,9 @@ def test_elastic_resume_only_after_a_restart_of_the_same_run(
 
 
 def test_nproc_relaunches_the_same_command_without_itself(monkeypatch: pytest.MonkeyPatch) -> None:
-    argv = ["train", "--nproc", "2", "--batch-size", "32", "--no-flip", "--sync-bn", "--lr", "0.05"]
-    args = build_parser().parse_args(argv)
+    """Each torchrun worker parses to exactly the options of the same command given without --nproc."""
+    options = "--preset fast --batch-size 32 --no-flip --sync-bn --lr 0.05 --epochs 3".split()
+    args = build_parser().parse_args(["train", "--nproc", "2", *options])
     launched: list[list[str]] = []
 
     def run(command: list[str], check: bool) -> subprocess.CompletedProcess:
@@ -219,10 +207,11 @@ def test_nproc_relaunches_the_same_command_without_itself(monkeypatch: pytest.Mo
     command = launched[0]
     assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     worker_argv = command[command.index("resnets") + 1 :]
-    assert worker_argv == train_argv(args) and "--nproc" not in worker_argv
-    again = build_parser().parse_args(worker_argv)
-    for name in ("batch_size", "flip", "sync_bn", "lr", "preset"):
-        assert getattr(again, name) == getattr(args, name)
+    assert worker_argv[0] == "train" and not any(a.startswith("--nproc") for a in worker_argv)
+    worker = vars(build_parser().parse_args(worker_argv))
+    direct = vars(build_parser().parse_args(["train", *options]))
+    assert worker == direct
+    assert (worker["preset"], worker["batch_size"], worker["flip"], worker["lr"]) == ("fast", 32, False, 0.05)
 
 
 if __name__ == "__main__":  # a torchrun worker of test_ddp_steps_equal_one_process_in_float64

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -13,14 +12,6 @@ from torch import nn
 from resnets.machine import bf16_native
 from resnets.train.runtime import choose_precision, set_cudnn_autotune
 from resnets.train.step import MixedTargets, classification_loss, training_step
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_net() -> nn.Module:
