@@ -194,7 +194,8 @@ def test_elastic_resume_only_after_a_restart_of_the_same_run(
 
 def test_nproc_relaunches_the_same_command_without_itself(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each torchrun worker parses to exactly the options of the same command given without --nproc."""
-    options = "--preset fast --batch-size 32 --no-flip --sync-bn --lr 0.05 --epochs 3".split()
+    options = ["--preset", "fast", "--batch-size", "32", "--no-flip", "--sync-bn", "--lr", "0.05",
+               "--epochs", "3"]  # fmt: skip
     args = build_parser().parse_args(["train", "--nproc", "2", *options])
     launched: list[list[str]] = []
 
