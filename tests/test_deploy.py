@@ -33,7 +33,6 @@ def trained_like(name: str, side: int) -> nn.Module:
     return model.eval()
 
 
-
 NETS = {  # one of each kind: basic, bottleneck + deep stem + avg-down, grouped, option A, plain, pre-activation
     "cifar_resnet20": 32,
     "resnet18": 32,
@@ -93,13 +92,10 @@ def test_fp32_default_is_channels_last_and_int8_stays_close() -> None:
         prepare_for_inference(model, dtype="fp16")
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
 def test_export_reloads_with_any_batch_size(fmt: str, tmp_path: Path) -> None:
     model = fuse_bn(trained_like("cifar_resnet20", 32))
-    path = export_model(model, tmp_path / f"net.{fmt}", fmt, (3, 32, 32))
-    run = load_exported(
-        path.rename(path.with_suffix({"onnx": ".onnx", "torchscript": ".ts", "pt2": ".pt2"}[fmt]))
-    )
+    run = load_exported(export_model(model, tmp_path / f"net.{fmt}", fmt, (3, 32, 32)))
     for batch in (1, 5):
         x = torch.randn(batch, 3, 32, 32)
         with torch.no_grad():
@@ -107,8 +103,10 @@ def test_export_reloads_with_any_batch_size(fmt: str, tmp_path: Path) -> None:
 
 
 def test_export_refuses_unknown_format(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="onnx, torchscript, pt2"):
+    with pytest.raises(ValueError, match="onnx, pt2"):
         export_model(create_model("cifar_resnet20"), tmp_path / "x", "tflite", (3, 32, 32))
+    with pytest.raises(ValueError, match="TorchScript is deprecated"):
+        export_model(create_model("cifar_resnet20"), tmp_path / "x.ts", "torchscript", (3, 32, 32))
 
 
 def test_cli_exports_a_weights_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

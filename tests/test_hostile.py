@@ -5,14 +5,33 @@ or a named exception (API), with nothing run, nothing lost and nothing left behi
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import os
 import pickle
+import random
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
+import resnets
+from resnets import create_model, files
+from resnets.cli import main
 from resnets.data import load_dataset
 from resnets.data.errors import DataError
+from resnets.deploy import export_model
+from resnets.train import TrainConfig, fit, rundir
+from resnets.train.checkpoint import load_state, read_meta
 
 
 class _RunsCode:
@@ -80,3 +99,322 @@ def test_idx_labels_out_of_range_are_named(tmp_path: Path) -> None:
         load_dataset("fashion-mnist", root, download=False)
 
 
+# ---------------------------------------------------------------- run folders: one owner, nothing overwritten
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FASHION = FIXTURES / "fashion-mnist"
+CIFAR = FIXTURES / "cifar10"
+TINY = ["--data-root", str(FASHION), "--epochs", "1", "--batch-size", "16", "--limit", "32", "--test-limit",
+        "32", "--image-size", "8", "--workers", "0", "--quiet"]  # fmt: skip
+
+
+def tiny_config(out: Path, **overrides: object) -> TrainConfig:
+    options = dict(data_root=str(FASHION), epochs=1, batch_size=16, limit=32, test_limit=32, image_size=8,
+                   workers=0, quiet=True, out=str(out))  # fmt: skip
+    return TrainConfig(**(options | overrides))
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.Popen:
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "resnets", *args], env=env, cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished tiny run, shared by the read-only cases below."""
+    out = tmp_path_factory.mktemp("hostile") / "run"
+    fit(tiny_config(out))
+    return out
+
+
+def test_a_folder_in_use_is_refused_by_another_process(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    rundir.claim(out, resume=False, overwrite=False)  # this test process trains into it
+    try:
+        rc, _, err = finish(cli("train", *TINY, "--out", str(out)))
+        assert rc == 2 and "is in use by another training process" in err, err
+    finally:
+        rundir.release(out)
+    rc, _, err = finish(cli("train", *TINY, "--out", str(out)))
+    assert rc == 0, err
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err
+
+
+def test_two_runs_into_one_folder_leave_one_whole_run(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    runs = {seed: cli("train", *TINY, "--seed", seed, "--out", str(out)) for seed in ("1", "2")}
+    results = {seed: finish(proc) for seed, proc in runs.items()}
+    winners = [seed for seed, (rc, _, _) in results.items() if rc == 0]
+    assert len(winners) == 1, results
+    loser = next(seed for seed in results if seed not in winners)
+    rc, _, err = results[loser]
+    assert rc == 2 and ("in use by another" in err or "already holds a run" in err), err
+    assert TrainConfig.load(out / "config.json").seed == int(winners[0])
+    assert read_meta(out / "best.safetensors")["epoch"] == 1 and load_state(out)["epoch"] == 1
+    assert not list(out.glob(".*.tmp*"))
+
+
+def test_a_new_run_never_replaces_a_finished_one_unless_asked(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    fit(tiny_config(out, seed=1))
+    before = digest(out / "best.safetensors")
+    with pytest.raises(ValueError, match="already holds a run: continue it with --resume"):
+        fit(tiny_config(out, seed=2))
+    assert digest(out / "best.safetensors") == before and TrainConfig.load(out / "config.json").seed == 1
+    (out / "notes.txt").write_text("mine")
+    fit(tiny_config(out, seed=2), overwrite=True)
+    assert TrainConfig.load(out / "config.json").seed == 2 and digest(out / "best.safetensors") != before
+    assert (out / "notes.txt").read_text() == "mine", "--overwrite removed a file that is not the run's"
+
+
+def test_resume_applies_safe_changes_and_refuses_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    fit(tiny_config(out))
+    caller = tiny_config(out)
+    assert main(["train", "--resume", str(out), "--lr", "0.3", "--cutout", "2"]) == 2
+    assert "--cutout, --lr cannot change" in capsys.readouterr().err
+    history = resnets.train(resume=out, epochs=2, quiet=True)
+    assert [e["epoch"] for e in history.epochs] == [1, 2]
+    assert TrainConfig.load(out / "config.json").epochs == 2 and load_state(out)["epoch"] == 2
+    assert caller == tiny_config(out), "fit changed the caller's config"
+    with pytest.raises(ValueError, match="already trained 2 epochs"):
+        resnets.train(resume=out, epochs=1)
+
+
+def test_export_never_lands_on_the_weights(trained_run: Path, capsys: pytest.CaptureFixture) -> None:
+    weights = trained_run / "best.safetensors"
+    before = digest(weights)
+    assert main(["export", str(trained_run), "--format", "onnx", "--out", str(weights)]) == 2
+    assert "must end in .onnx" in capsys.readouterr().err
+    assert digest(weights) == before
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk (ENOSPC while the data is flushed): the export raises, the previous file is intact."""
+    target = tmp_path / "net.pt2"
+    target.write_bytes(b"previous export")
+
+    def disk_full(path: object, directory: bool = False) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files, "_fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        export_model(create_model("cifar_resnet20"), target, "pt2", (3, 8, 8))
+    assert target.read_bytes() == b"previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.pt2"]
+
+
+def test_written_files_follow_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        path = files.atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_diverging_run_stops_and_saves_no_nonfinite_weights(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="diverged"):
+        fit(tiny_config(out, lr=1e6, label_smoothing=0.0))
+    for name in ("best.safetensors", "last.safetensors"):
+        if (out / name).exists():
+            assert all(
+                torch.isfinite(t).all() for t in load_file(out / name).values() if t.is_floating_point()
+            )
+
+
+def test_foreign_weights_keep_their_classifier(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A 7-class torchvision-layout file: predict uses its trained classifier, the same answer every time."""
+    weights = tmp_path / "seven.pth"
+    torch.save(create_model("cifar_resnet20", num_classes=7).state_dict(), weights)
+    image = next((CIFAR / "test" / "cat").iterdir())
+    args = ["predict", str(weights), str(image), "--model", "cifar_resnet20"]
+    assert main(args) == 0 and main(args) == 0
+    first, second = capsys.readouterr().out.strip().splitlines()
+    assert first == second and len(re.findall(r"\d%", first)) == 5
+    assert main([*args, "--num-classes", "10"]) == 2
+    assert "predicts 7 classes, not 10" in capsys.readouterr().err
+
+
+def test_predict_reads_folders_and_reports_bad_images_without_hiding_good_ones(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(sorted((CIFAR / "test" / "cat").iterdir())[:3]):
+        shutil.copy(image, folder / f"{i}.png")
+    (folder / "1.png").write_bytes(b"not a png")
+    assert main(["predict", str(trained_run), str(folder)]) == 2
+    out, err = capsys.readouterr()
+    assert [line.split(":")[0] for line in out.splitlines()] == [str(folder / "0.png"), str(folder / "2.png")]
+    assert err.count("\n") == 1 and str(folder / "1.png") in err
+
+
+def test_a_killed_run_leaves_no_torn_file_and_resume_cleans_up(tmp_path: Path) -> None:
+    """SIGKILL at random moments (seeded) once the run has started writing, each time resumed: every file
+    present loads, and the finished run has no temporaries left."""
+    out = tmp_path / "run"
+    args = [*TINY, "--epochs", "4", "--limit", "1600", "--batch-size", "32"]
+    rng = random.Random(0)
+    proc, killed = cli("train", *args, "--out", str(out)), 0
+    for _ in range(3):
+        deadline = time.monotonic() + 120
+        while not (out / "config.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 3.0))
+        killed += proc.poll() is None
+        proc.kill()
+        proc.wait()
+        for weights in ("best.safetensors", "last.safetensors"):
+            if (out / weights).exists():
+                load_file(out / weights)
+        if (out / "state.pt").exists():
+            load_state(out)
+        if (out / "config.json").exists():
+            TrainConfig.load(out / "config.json")
+            proc = cli("train", "--resume", str(out), "--quiet")
+        else:
+            proc = cli("train", *args, "--out", str(out), "--overwrite")
+    rc, _, err = finish(proc)
+    assert rc == 0, err
+    assert killed >= 2, "the runs finished before they could be killed: make them longer"
+    assert load_state(out)["epoch"] == 4 and not list(out.glob(".*.tmp*"))
+
+
+# ------------------------------------------------------------- bad input: one line, exit 2, no traceback
+
+
+def safetensors_with(tmp: Path, **meta: str) -> Path:
+    path = tmp / "w.safetensors"
+    save_file(create_model("cifar_resnet20").state_dict(), path, metadata=meta)
+    return path
+
+
+def run_copy(tmp: Path, run: Path, edit: Callable[[Path], object]) -> Path:
+    copy = tmp / "copy"
+    shutil.copytree(run, copy)
+    edit(copy)
+    return copy
+
+
+class _StatePayload:
+    def __reduce__(self):
+        return (print, ("ran",))
+
+
+def one_class_folder(tmp: Path) -> Path:
+    for split in ("train", "test"):
+        shutil.copytree(CIFAR / split / "cat", tmp / "one" / split / "cat")
+    return tmp / "one"
+
+
+def renamed_classes(tmp: Path) -> Path:
+    """The CIFAR fixture with other class names: same count, other data."""
+    for split in ("train", "test"):
+        for i, c in enumerate(sorted(p.name for p in (CIFAR / split).iterdir())):
+            shutil.copytree(CIFAR / split / c, tmp / "other" / split / f"k{i}")
+    return tmp / "other"
+
+
+# (arguments given tmp_path and a finished run, text expected in the single error line)
+HOSTILE: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
+    "malformed weights metadata": (
+        lambda tmp, run: [
+            "predict",
+            str(safetensors_with(tmp, model='"cifar_resnet20"', num_classes='"ten"')),
+            str(CIFAR / "test"),
+        ],  # fmt: skip
+        "metadata 'num_classes' is 'ten'",
+    ),
+    "unknown spec override": (
+        lambda tmp, run: ["train", *TINY, "--out", str(tmp / "r"), "--spec-overrides", '{"nope": 1}'],
+        "nope",
+    ),
+    "spec override of the wrong type": (
+        lambda tmp, run: ["train", *TINY, "--out", str(tmp / "r"), "--spec-overrides", '{"layers": "x"}'],
+        "layers",
+    ),
+    "config.json with wrong types": (
+        lambda tmp, run: [
+            "train",
+            "--resume",
+            str(run_copy(tmp, run, lambda d: (d / "config.json").write_text('{"epochs": "many"}'))),
+        ],  # fmt: skip
+        "training option 'epochs' is 'many', which is not a int",
+    ),
+    "empty state.pt": (
+        lambda tmp, run: [
+            "train",
+            "--resume",
+            str(run_copy(tmp, run, lambda d: (d / "state.pt").write_bytes(b""))),
+        ],
+        "state.pt is empty or damaged",
+    ),
+    "state.pt that runs code": (
+        lambda tmp, run: [
+            "train",
+            "--resume",
+            str(run_copy(tmp, run, lambda d: torch.save({"x": _StatePayload()}, d / "state.pt"))),
+        ],  # fmt: skip
+        "it holds objects that could run code",
+    ),
+    "lr-ratio zero": (lambda tmp, run: ["train", *TINY, "--lr-ratio", "0"], "lr_ratio"),
+    "negative cutout": (lambda tmp, run: ["train", *TINY, "--cutout", "-2"], "cutout"),
+    "negative weight decay": (lambda tmp, run: ["train", *TINY, "--weight-decay", "-1"], "weight_decay"),
+    "negative warm-up": (lambda tmp, run: ["train", *TINY, "--warmup-epochs", "-1"], "warmup_epochs"),
+    "negative grad-clip": (lambda tmp, run: ["train", *TINY, "--grad-clip", "-1"], "grad_clip"),
+    "momentum 5": (lambda tmp, run: ["train", *TINY, "--momentum", "5"], "momentum must be in [0, 1)"),
+    "export input size with the wrong channels": (
+        lambda tmp, run: ["export", str(run), "--input-size", "3", "1", "1", "--out", str(tmp / "x.onnx")],
+        "takes 1 channel(s)",
+    ),
+    "torchscript export": (lambda tmp, run: ["export", str(run), "--format", "torchscript"], "deprecated"),
+    "one-class data set": (
+        lambda tmp, run: ["train", *TINY, "--data", f"folder:{one_class_folder(tmp)}"],
+        "classification needs at least two",
+    ),
+    "weights evaluated on other data with the same class count": (
+        lambda tmp, run: ["evaluate", str(run), "--data", f"folder:{renamed_classes(tmp)}"],
+        "evaluate on the data it was trained for",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_input_is_one_line(
+    case: str,
+    trained_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
+    make_args, expected = HOSTILE[case]
+    argv = make_args(tmp_path, trained_run)
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err and "ran" not in out, err
+    assert lines[0].startswith(f"resnets {argv[0]}: error: ") and expected in lines[0], lines[0]
+    assert "weights_only=False" not in err
+
+
+def test_cli_flags_refuse_nonsense_counts(capsys: pytest.CaptureFixture) -> None:
+    for argv in (["benchmark", "--batch-size", "0"], ["predict", "w", "x", "--top-k", "0"]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2 and "must be a whole number >= 1" in capsys.readouterr().err

@@ -4,6 +4,7 @@ as asked, finds a learning rate, and every training option runs. Sizes are tiny 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -19,11 +20,11 @@ import resnets
 from resnets import create_model
 from resnets.data import make_loader
 from resnets.train import History, TrainConfig, evaluate, fit
-from resnets.train import loop as loop_module
+from resnets.train import run as run_module
 from resnets.train.autotune import fastest_cpu_format
 from resnets.train.checkpoint import read_meta
-from resnets.train.loop import METRIC_FIELDS
 from resnets.train.lr_find import lr_find, suggest_lr
+from resnets.train.run import METRIC_FIELDS
 from resnets.train.runtime import resolve_runtime
 from resnets.trained import load_trained, predict
 
@@ -40,7 +41,6 @@ RUN_FILES = (
     "confusion.png",
     "report.md",
 )
-
 
 
 def tiny(out: Path, **overrides: object) -> dict[str, object]:
@@ -94,10 +94,9 @@ def test_training_learns_and_writes_the_run_folder(tmp_path: Path) -> None:
         assert float(row["train_loss"]) == pytest.approx(epoch["train_loss"])
     assert history.best_acc == max(float(r["test_acc"]) for r in rows)
     saved = TrainConfig.load(out / "config.json")
-    assert saved.limit == 800
-    assert saved.precision in ("fp32", "bf16") and isinstance(
-        saved.channels_last, bool
-    )  # resolved, for resume
+    assert saved.limit == 800 and saved.precision == "auto"  # the settings as given, so the run repeats
+    resolved = json.loads((out / "runtime.json").read_text())  # what they became here, for resume
+    assert resolved["precision"] in ("fp32", "bf16") and isinstance(resolved["channels_last"], bool)
 
     # the saved weights carry their metadata and reproduce the logged accuracy
     meta = read_meta(out / "last.safetensors")
@@ -105,7 +104,7 @@ def test_training_learns_and_writes_the_run_folder(tmp_path: Path) -> None:
     assert read_meta(out / "best.safetensors")["test_acc"] == history.best_acc
     trained = load_trained(out / "last.safetensors")
     assert trained.classes[0] == "T-shirt/top" and trained.model.in_channels == 1
-    bundle = loop_module.load_data(TrainConfig.load(out / "config.json"))  # the same 500 test images
+    bundle = run_module.load_data(TrainConfig.load(out / "config.json"))  # the same 500 test images
     assert len(bundle.test) == 500 and bundle.image_size == (12, 12)
     runtime = resolve_runtime(saved)  # the precision the run chose
     loader = make_loader(bundle, "test", 256, train=False)
@@ -194,7 +193,7 @@ def pretrained_cifar_file(path: Path) -> Path:
 def capture(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, torch.Tensor]]:
     """Record the freshly built model's parameters ('init') and the weights saved after each epoch."""
     seen: dict[str, dict[str, torch.Tensor]] = {}
-    build, save = loop_module.build_model, loop_module.save_weights
+    build, save = run_module.build_model, run_module.save_weights
 
     def build_and_record(cfg: TrainConfig, bundle):  # noqa: ANN001, ANN202
         model = build(cfg, bundle)
@@ -206,8 +205,8 @@ def capture(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, torch.Tensor
             seen[f"epoch{meta['epoch']}"] = {k: v.detach().clone() for k, v in state.items()}
         save(state, path, meta)
 
-    monkeypatch.setattr(loop_module, "build_model", build_and_record)
-    monkeypatch.setattr(loop_module, "save_weights", save_and_record)
+    monkeypatch.setattr(run_module, "build_model", build_and_record)
+    monkeypatch.setattr(run_module, "save_weights", save_and_record)
     return seen
 
 
@@ -260,7 +259,7 @@ def test_finetune_imagenet_resnet18_on_an_image_folder(tmp_path: Path) -> None:
     assert meta["classes"] == sorted(p.name for p in (CIFAR / "train").iterdir())
     assert meta["image_size"] == [32, 32]
     images = [next((CIFAR / "test" / c).iterdir()) for c in ("cat", "ship")]
-    top = predict(load_trained(out), images, top_k=3)
+    top = [t for _, t in predict(load_trained(out), images, top_k=3)]
     assert [len(t) for t in top] == [3, 3]
     assert all(name in meta["classes"] for t in top for name, _ in t)
 

@@ -7,7 +7,7 @@ from .models import ResNet, ResNetSpec, create_model, list_models, summarize
 # (`setattr(resnets, "train", <module>)`), never again, so loading the subpackage here, before binding the
 # function, keeps `resnets.train` the function for good: `import resnets.train.loop` later finds the
 # subpackage in sys.modules and leaves the attribute alone (tests/test_readme.py checks this). Reach the
-# subpackage's modules with `from resnets.train.loop import fit` or `from resnets.train import loop`,
+# subpackage's modules with `from resnets.train.run import fit` or `from resnets.train import loop`,
 # not by attribute (`resnets.train.loop` is an attribute of the function).
 from .train import History, TrainConfig, fit, train  # noqa: I001 (the order above matters)
 

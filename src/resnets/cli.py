@@ -7,11 +7,12 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Literal, get_args, get_origin, get_type_hints
 
 from .experiments.options import BUDGETS, DATA_SETS, EXPERIMENTS
 from .models import create_model, get_entry, list_models, summarize
-from .train.config import PRESETS, TrainConfig, apply_preset
+from .train.config import PRESETS, RESUMABLE, TrainConfig, apply_preset
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -36,6 +37,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def train_argv(args: argparse.Namespace) -> list[str]:
     """The `train` command line that parsed into `args`, without --nproc: what each torchrun worker runs."""
     argv = ["train", "--preset", args.preset] + (["--resume", args.resume] if args.resume else [])
+    argv += ["--overwrite"] if args.overwrite else []
     for f in fields(TrainConfig):
         if hasattr(args, f.name):
             flag, value = "--" + f.name.replace("_", "-"), getattr(args, f.name)
@@ -45,16 +47,16 @@ def train_argv(args: argparse.Namespace) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume) a model; every TrainConfig field is a flag, given flags override the preset."""
-    from .train import apply_preset, fit
+    from .train import train
     from .train.distributed import is_main_process, launch
 
     if args.nproc is not None:
         return launch(args.nproc, train_argv(args))
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    resume = getattr(args, "resume", None)
-    cfg = TrainConfig(quiet=options.get("quiet", False)) if resume else apply_preset(args.preset, options)
-    history = fit(cfg, resume=resume)
-    if not cfg.quiet and history.run_dir is not None and is_main_process():
+    if args.resume and args.preset != "default":
+        raise ValueError("--preset cannot change a resumed run's recipe; leave it out with --resume")
+    history = train(args.preset, resume=args.resume, overwrite=args.overwrite, **options)
+    if not options.get("quiet") and history.run_dir is not None and is_main_process() and history.final:
         print(f"best test accuracy {100 * history.best_acc:.2f}%; report: {history.run_dir / 'report.md'}")
     return 0
 
@@ -77,7 +79,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{trained.path} predicts {net.num_classes} classes but {bundle.name} has {bundle.num_classes}; "
             "evaluate on the data set it was trained for"
         )
-    if "mean" in read_meta(trained.path):  # our weights: normalise as in training, not as the data's default
+    meta = read_meta(trained.path)
+    if meta.get("classes") and meta["classes"] != bundle.classes:
+        raise ValueError(
+            f"{trained.path} was trained on {meta.get('data', 'other data')} with classes {', '.join(meta['classes'][:4])}"
+            f", ... but {bundle.name} has {', '.join(bundle.classes[:4])}, ...: evaluate on the data it was trained for"
+        )
+    if "mean" in meta:  # our weights: normalise as in training, not as the data's default
         bundle.mean, bundle.std = trained.mean, trained.std  # (CIFAR stats for CIFAR images in a folder:)
     runtime = resolve_runtime(TrainConfig(device=args.device))
     loader = make_loader(bundle, "test", args.batch_size, train=False, device=runtime.device)
@@ -93,13 +101,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Top-k classes with probabilities for image files."""
+    """Top-k classes with probabilities for image files, folders or glob patterns; unreadable images are
+    reported on stderr one line each (exit 2) without hiding the others' answers."""
     from .trained import load_trained, predict
 
     trained = load_trained(args.weights, args.model, args.num_classes, args.in_channels)
-    for path, top in zip(args.images, predict(trained, args.images, args.top_k), strict=True):
-        print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
-    return 0
+    done = failed = 0
+    for path, top in predict(trained, args.images, args.top_k):
+        if isinstance(top, Exception):
+            print(f"resnets predict: error: {path}: {one_line(top)}", file=sys.stderr)
+            failed += 1
+        else:
+            print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
+        done += 1
+    if done == 0:
+        raise ValueError(f"no image files found in {' '.join(args.images)}")
+    return 2 if failed else 0
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
@@ -122,18 +139,22 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Fold BN and write trained weights as ONNX, TorchScript or pt2; check the file against PyTorch."""
+    """Fold BN and write trained weights as ONNX or pt2; check the file against PyTorch."""
     import torch
 
     from .deploy import FORMATS, export_model, fuse_bn, load_exported
-    from .trained import load_trained
+    from .deploy.export import check_format
+    from .trained import load_trained, resolve_weights
 
-    if args.format not in FORMATS:
-        raise ValueError(f"unknown export format {args.format!r}; choose one of {', '.join(FORMATS)}")
+    check_format(args.format, args.out)
+    out = Path(args.out) if args.out else resolve_weights(args.weights).with_suffix(FORMATS[args.format])
     trained = load_trained(args.weights, args.model, args.num_classes, args.in_channels)
     model = fuse_bn(trained.model)
     size = tuple(args.input_size) if args.input_size else (model.in_channels, *trained.image_size)
-    out = args.out or trained.path.with_suffix(FORMATS[args.format])
+    if size[0] != model.in_channels:
+        raise ValueError(
+            f"--input-size {' '.join(map(str, size))}: {trained.path} takes {model.in_channels} channel(s)"
+        )
     path = export_model(model, out, args.format, size)
     x = torch.randn(3, *size)  # a batch size other than the export example's: the batch must stay dynamic
     with torch.no_grad():
@@ -176,6 +197,21 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (batch sizes, counts, sizes), refused in one line otherwise."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text}")
+    return value
+
+
 def add_config_flags(parser: argparse.ArgumentParser, skip: frozenset[str] = frozenset()) -> None:
     """One flag per TrainConfig field (--batch-size for batch_size), except `skip`; unset flags keep the
     preset's value."""
@@ -207,8 +243,13 @@ def add_foreign_weights_options(p: argparse.ArgumentParser) -> None:
     """Our weights files say which model they hold; torchvision/timm files need to be told."""
     group = p.add_argument_group("weights without our metadata (torchvision, timm)")
     group.add_argument("--model", default=None, help="model name")
-    group.add_argument("--num-classes", type=int, default=None, help="default: the classifier's size")
-    group.add_argument("--in-channels", type=int, default=None, help="default 3")
+    group.add_argument(
+        "--num-classes",
+        type=positive_int,
+        default=None,
+        help="default: the size of the file's classifier (another size is refused)",
+    )
+    group.add_argument("--in-channels", type=positive_int, default=None, help="default 3")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,20 +272,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--input-size",
         nargs=3,
-        type=int,
+        type=positive_int,
         metavar=("C", "H", "W"),
         help="default 3 224 224 (CIFAR nets 3 32 32)",
     )
-    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--num-classes", type=positive_int, default=None)
     p.set_defaults(handler=cmd_summary)
 
     p = add("train", "train or fine-tune a model (default: the Fashion-MNIST recipe)")
     p.add_argument(
         "--preset", default="default", choices=sorted(PRESETS), help="named recipe (default: default)"
     )
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
     p.add_argument(
-        "--nproc", type=int, metavar="N", help="train with N processes on this machine (DistributedDataParallel "
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its checkpoint; only "
+        f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE)} may change (e.g. more --epochs)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (by default a folder holding a run is refused)",
+    )
+    p.add_argument(
+        "--nproc", type=positive_int, metavar="N", help="train with N processes on this machine (DistributedDataParallel "
         "via torchrun); --batch-size is per process and the default SGD lr is 0.1 x batch-size x N / 128",
     )  # fmt: skip
     add_config_flags(p)
@@ -256,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--start", type=float, default=1e-5, help="smallest LR tried (default 1e-5)")
     p.add_argument("--end", type=float, default=10.0, help="largest LR tried (default 10)")
-    p.add_argument("--steps", type=int, default=100, help="batches, one LR each (default 100)")
+    p.add_argument("--steps", type=positive_int, default=100, help="batches, one LR each (default 100)")
     p.add_argument("--out", default=None, metavar="PNG", help="also plot loss against LR to this file")
     add_config_flags(p, skip=frozenset({"out", "epochs", "lr", "schedule", "warmup_epochs", "ema", "tta"}))
     p.set_defaults(handler=cmd_lr_find)
@@ -266,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--data-root", default=None)
     add_foreign_weights_options(p)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                    help="average with horizontally flipped images, as training evaluates (default: on)")  # fmt: skip
     p.add_argument("--device", default="auto")
@@ -274,34 +325,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("predict", "classify image files with trained weights")
     p.add_argument("weights", help="run folder or weights file")
-    p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument(
+        "images", nargs="+", help="image files, folders (every image below) or quoted glob patterns"
+    )
+    p.add_argument("--top-k", type=positive_int, default=5)
     add_foreign_weights_options(p)
     p.set_defaults(handler=cmd_predict)
 
-    p = add("export", "fold BN and export trained weights to ONNX, TorchScript or pt2 (dynamic batch)")
+    p = add("export", "fold BN and export trained weights to ONNX or pt2 (dynamic batch)")
     p.add_argument("weights", help="run folder or weights file")
-    p.add_argument("--format", default="onnx", help="onnx (default), torchscript or pt2")
-    p.add_argument("--out", default=None, help="output file (default: next to the weights, .onnx/.ts/.pt2)")
+    p.add_argument("--format", default="onnx", help="onnx (default) or pt2 (torch.export)")
+    p.add_argument(
+        "--out", default=None, help="output file, ending in .onnx or .pt2 (default: next to the weights)"
+    )
     add_foreign_weights_options(p)
     p.add_argument(
-        "--input-size", nargs=3, type=int, metavar=("C", "H", "W"), help="default: the run's input format"
+        "--input-size",
+        nargs=3,
+        type=positive_int,
+        metavar=("C", "H", "W"),
+        help="default: the run's input format",
     )
     p.set_defaults(handler=cmd_export)
 
     p = add("benchmark", "training and inference throughput vs torchvision, ONNX Runtime and the matmul peak")
     p.add_argument("--models", nargs="+", default=None, help="ImageNet nets (default: resnet18 resnet50)")
     p.add_argument("--cifar-models", nargs="*", default=None, help="default: cifar_resnet20 cifar_resnet56")
-    p.add_argument("--batch-size", type=int, default=None, help="default 32 (training and inference)")
-    p.add_argument("--image-size", type=int, default=None, help="default 224")
-    p.add_argument("--cifar-batch-size", type=int, default=None, help="default 128")
-    p.add_argument("--warmup", type=int, default=None, help="default 2")
-    p.add_argument("--repeats", type=int, default=None, help="default 5 (the median is reported)")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=None, help="default 32 (training and inference)"
+    )
+    p.add_argument("--image-size", type=positive_int, default=None, help="default 224")
+    p.add_argument("--cifar-batch-size", type=positive_int, default=None, help="default 128")
+    p.add_argument("--warmup", type=non_negative_int, default=None, help="default 2")
+    p.add_argument("--repeats", type=positive_int, default=None, help="default 5 (the median is reported)")
     p.add_argument("--quick", action="store_true", help="fewer, shorter repeats: a smoke run")
     p.add_argument("--no-onnx", dest="onnx", action="store_const", const=False, default=None)
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
     p.add_argument(
-        "--threads", type=int, default=None, help="CPU threads (default: all cores; idle ones only)"
+        "--threads", type=positive_int, default=None, help="CPU threads (default: all cores; idle ones only)"
     )
     p.add_argument("--json", default=None, metavar="PATH", help="also write the full result as JSON")
     p.set_defaults(handler=cmd_benchmark)
@@ -316,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--weights", default=None, help="resolution: evaluate these weights instead of training")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads (default: torch's; 1 is far faster on a busy shared machine)")  # fmt: skip
     p.set_defaults(handler=cmd_experiment)
     return parser
@@ -329,7 +390,9 @@ def one_line(error: BaseException, limit: int = 400) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: run one sub-command; user errors print one line and exit 2 (tracebacks with --debug)."""
+    """Entry point: run one sub-command. Design rule: any failure ends in one line on stderr and a non-zero
+    exit — 2 for what the user can fix (bad input, files, data), 1 for anything unexpected — and `--debug`
+    shows the traceback instead."""
     from safetensors import SafetensorError
 
     args = build_parser().parse_args(argv)
@@ -337,14 +400,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except BrokenPipeError:  # e.g. `resnets list | head`
         return 0
-    except (ValueError, OSError, RuntimeError, SafetensorError) as e:
-        if args.debug:
-            raise
-        print(f"resnets {args.command}: error: {one_line(e)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        expected = isinstance(e, (ValueError, OSError, RuntimeError, SafetensorError))
+        kind = (
+            "error" if expected else f"unexpected {type(e).__name__} (a bug: please report it with --debug)"
+        )
+        print(f"resnets {args.command}: {kind}: {one_line(e)}", file=sys.stderr)
+        return 2 if expected else 1
 
 
 if __name__ == "__main__":

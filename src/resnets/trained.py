@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,10 +11,11 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from .data.bundle import convert_stats
-from .data.folder import read_image
+from .data.folder import IMAGE_SUFFIXES, read_image
 from .data.load import IMAGENET_STATS
 from .deploy import prepare_for_inference
-from .models import ResNet, create_model
+from .models import ResNet, create_model, load_weights
+from .models.weights import classifier_size
 from .train.checkpoint import read_meta
 
 
@@ -44,16 +47,17 @@ def load_trained(
     path: str | Path, model: str | None = None, num_classes: int | None = None, in_channels: int | None = None
 ) -> Trained:
     """Rebuild the model a run trained. Our .safetensors carry their model name, classes and input format;
-    for foreign weights give `model` (and `num_classes`, `in_channels` when not the file's own)."""
+    for foreign weights give `model` (and `in_channels` when not 3); the class count is the classifier's."""
     path = resolve_weights(path)
     meta = read_meta(path)
     name = model or meta.get("model")
     if name is None:
         raise ValueError(f"{path} does not say which model it holds: pass --model NAME")
-    n = num_classes or meta.get("num_classes")
+    n = num_classes or meta.get("num_classes") or classifier_size(path)
     channels = in_channels or meta.get("in_channels", 3)
-    net = create_model(name, num_classes=n, in_channels=channels, weights=path, shortcut=meta.get("shortcut"),
+    net = create_model(name, num_classes=n, in_channels=channels, shortcut=meta.get("shortcut"),
                        spec_overrides=meta.get("spec_overrides"))  # fmt: skip
+    load_weights(net, path, new_head=False)  # outside `train`, a classifier is loaded, never re-initialised
     classes = meta.get("classes") or [str(i) for i in range(net.num_classes)]
     side = net.spec.default_input_size
     # foreign weights (torchvision, timm) were trained on ImageNet: normalise as they were
@@ -78,15 +82,50 @@ def load_image(path: str | Path, trained: Trained) -> torch.Tensor:
     return TF.normalize(image.float() / 255, list(trained.mean), list(trained.std))
 
 
+def expand_images(inputs: list[str | Path]) -> list[Path]:
+    """Image files from files, folders (every image below them, sorted) and quoted glob patterns, in order.
+    A name that is none of these is kept, so that reading it reports the problem for that name."""
+    found: list[Path] = []
+    for item in map(str, inputs):
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif not path.exists() and glob.has_magic(item):
+            found += sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+        else:
+            found.append(path)
+    return found
+
+
+Prediction = list[tuple[str, float]]
+
+
 @torch.no_grad()
-def predict(trained: Trained, images: list[str | Path], top_k: int = 5) -> list[list[tuple[str, float]]]:
-    """Top-k (class, probability) for each image file, computed by the deploy path (as `resnets export`)."""
-    batch = torch.stack([load_image(p, trained) for p in images])
+def predict(
+    trained: Trained, images: list[str | Path], top_k: int = 5, batch_size: int = 64
+) -> Iterator[tuple[Path, Prediction | Exception]]:
+    """(image, top-k (class, probability)) for each image, in order, computed in batches by the deploy path
+    (as `resnets export`). An image that cannot be read yields its exception instead, so one bad file does
+    not hide the answers for the others."""
     model = prepare_for_inference(trained.model)  # the deploy path: BN folded, channels_last
-    probs = model(batch.contiguous(memory_format=torch.channels_last)).float().softmax(1)
-    k = min(top_k, probs.shape[1])
-    values, indices = probs.topk(k, 1)
-    return [
-        [(trained.classes[i], float(v)) for v, i in zip(row_v, row_i, strict=True)]
-        for row_v, row_i in zip(values.tolist(), indices.tolist(), strict=True)
-    ]
+    k = min(top_k, trained.model.num_classes)
+    paths = expand_images(images)
+    for start in range(0, len(paths), batch_size):
+        loaded: list[tuple[Path, torch.Tensor | Exception]] = []
+        for path in paths[start : start + batch_size]:
+            try:
+                loaded.append((path, load_image(path, trained)))
+            except (OSError, ValueError) as e:  # DataError is a ValueError
+                loaded.append((path, e))
+        good = [x for _, x in loaded if isinstance(x, torch.Tensor)]
+        rows = iter([])
+        if good:
+            batch = torch.stack(good).contiguous(memory_format=torch.channels_last)
+            values, indices = model(batch).float().softmax(1).topk(k, 1)
+            rows = iter(zip(values.tolist(), indices.tolist(), strict=True))
+        for path, x in loaded:
+            if isinstance(x, Exception):
+                yield path, x
+            else:
+                v, i = next(rows)
+                yield path, [(trained.classes[c], p) for p, c in zip(v, i, strict=True)]

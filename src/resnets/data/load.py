@@ -84,17 +84,19 @@ def load_dataset(
     channels = channels or native
     train, test = (TensorSplit(convert_channels(s.images, channels), s.labels) for s in (train, test))
     mean, std = STATS[name]
-    return DataBundle(
-        name=name,
-        classes=classes,
-        channels=channels,
-        image_size=(image_size, image_size) if image_size else tuple(train.images.shape[-2:]),
-        mean=convert_stats(mean, channels),
-        std=convert_stats(std, channels),
-        train=train,
-        test=test,
-        dropped=bad,
-        source=source,
+    return _checked(
+        DataBundle(
+            name=name,
+            classes=classes,
+            channels=channels,
+            image_size=(image_size, image_size) if image_size else tuple(train.images.shape[-2:]),
+            mean=convert_stats(mean, channels),
+            std=convert_stats(std, channels),
+            train=train,
+            test=test,
+            dropped=bad,
+            source=source,
+        )
     )
 
 
@@ -123,15 +125,28 @@ def _load_folders(
     if limit is not None:
         train = train.subset(balanced_subset(train.targets, limit))
     mean, std = IMAGENET_STATS
-    return DataBundle(
-        name=name,
-        classes=train.classes,
-        channels=channels,
-        image_size=size,
-        mean=convert_stats(mean, channels),
-        std=convert_stats(std, channels),
-        train=train,
-        test=test,
-        dropped=bad,
-        source=source,
+    return _checked(
+        DataBundle(
+            name=name,
+            classes=train.classes,
+            channels=channels,
+            image_size=size,
+            mean=convert_stats(mean, channels),
+            std=convert_stats(std, channels),
+            train=train,
+            test=test,
+            dropped=bad,
+            source=source,
+        )
     )
+
+
+def _checked(bundle: DataBundle) -> DataBundle:
+    """Refuse data that would give a meaningless number: an empty split, or one class (always 100%)."""
+    if bundle.num_classes < 2:
+        raise DataError(f"{bundle.source} has {bundle.num_classes} class: classification needs at least two")
+    for split in ("train", "test"):
+        if len(getattr(bundle, split)) == 0:
+            raise DataError(f"{bundle.source}: the {split} split holds no readable images (check the folder, "
+                            "or the skipped-image warning above)")  # fmt: skip
+    return bundle

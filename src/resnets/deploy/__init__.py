@@ -1,4 +1,4 @@
-"""The deploy path: BN folding, inference precision and layout, and export to ONNX/TorchScript/pt2."""
+"""The deploy path: BN folding, inference precision and layout, and export to ONNX and pt2 (torch.export)."""
 
 from .export import FORMATS, export_model, load_exported
 from .fuse import fuse_bn

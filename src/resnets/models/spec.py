@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, get_args, get_origin, get_type_hints
 
 BlockKind = Literal["basic", "bottleneck"]
 StemKind = Literal["imagenet", "deep", "cifar"]
@@ -66,4 +66,25 @@ class ResNetSpec:
         return 32 if self.stem == "cifar" else 224
 
     def with_(self, **changes: object) -> ResNetSpec:
+        """This spec with `changes`; an unknown field or a value of the wrong type is a ValueError naming it
+        (spec overrides arrive from the command line and from weights files)."""
+        hints = get_type_hints(ResNetSpec)
+        for name, value in changes.items():
+            if name not in hints:
+                raise ValueError(f"unknown ResNetSpec field {name!r}; fields: {', '.join(hints)}")
+            if not _fits(value, hints[name]):
+                raise ValueError(f"ResNetSpec field {name!r} cannot be {value!r}")
         return replace(self, **changes)
+
+
+def _fits(value: object, hint: object) -> bool:
+    """Whether `value` has the type `hint` describes (Literal choices, tuple[int, ...], int, bool)."""
+    if get_origin(hint) is Literal:
+        return value in get_args(hint)
+    if get_origin(hint) is tuple:
+        return isinstance(value, tuple) and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+        )
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return isinstance(value, hint)

@@ -1,11 +1,10 @@
-"""Crash-safe files: weights as safetensors with the run's metadata, and the full state for resuming.
-Every file is written to a temporary name and renamed, so a kill never leaves a half-written file."""
+"""Crash-safe run files: weights as safetensors with the run's metadata, and the full state for resuming.
+Every file goes through `resnets.files.atomic_write`, so a kill never leaves a half-written file."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -13,24 +12,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..files import atomic_write
+
 STATE_FILE = "state.pt"
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call `write(tmp_path)`, then rename onto `path` (atomic on POSIX)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def save_weights(state_dict: dict[str, torch.Tensor], path: Path, meta: dict[str, Any]) -> None:
@@ -58,7 +42,42 @@ def read_meta(path: str | Path) -> dict[str, Any]:
             out[k] = json.loads(v)
         except json.JSONDecodeError:
             out[k] = v
-    return out
+    return check_meta(path, out)
+
+
+# the metadata our weights carry, with the types the readers rely on
+META_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "num_classes": (int,), "in_channels": (int,), "classes": (list,), "mean": (list,),
+    "std": (list,), "image_size": (list,), "data": (str,), "shortcut": (str, type(None)),
+    "spec_overrides": (dict, type(None)), "epoch": (int,), "test_acc": (float, int),
+}  # fmt: skip
+
+
+def check_meta(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """`meta` if every known key has its type (and lists their lengths), else a ValueError naming the key."""
+    for key, types in META_TYPES.items():
+        if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
+            raise ValueError(f"{path}: metadata {key!r} is {meta[key]!r}, which is not a valid {key}; "
+                             "the file was edited or damaged: re-export it from its run")  # fmt: skip
+    if "image_size" in meta and (
+        len(meta["image_size"]) != 2 or not all(isinstance(v, int) and v > 0 for v in meta["image_size"])
+    ):
+        raise ValueError(
+            f"{path}: metadata 'image_size' must be two positive integers, got {meta['image_size']!r}"
+        )
+    channels = meta.get("in_channels")
+    for key in ("mean", "std"):
+        if key in meta and (
+            len(meta[key]) != channels or not all(isinstance(v, (int, float)) for v in meta[key])
+        ):
+            raise ValueError(
+                f"{path}: metadata {key!r} must hold one number per input channel, got {meta[key]!r}"
+            )
+    if "classes" in meta and "num_classes" in meta and len(meta["classes"]) != meta["num_classes"]:
+        raise ValueError(
+            f"{path}: metadata names {len(meta['classes'])} classes but says num_classes={meta['num_classes']}"
+        )
+    return meta
 
 
 def save_state(run_dir: Path, state: dict[str, Any]) -> None:
@@ -66,7 +85,22 @@ def save_state(run_dir: Path, state: dict[str, Any]) -> None:
 
 
 def load_state(run_dir: Path) -> dict[str, Any]:
+    """The checkpoint `save_state` wrote, read with `weights_only=True`: a file that would run code is refused."""
     path = run_dir / STATE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint to resume from: {path} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        refused = "Weights only load failed" in str(e)
+        raise ValueError(
+            f"{path}: refused: it holds objects that could run code, so it was not written by resnets"
+            if refused
+            else f"{path} is empty or damaged, so the run cannot resume; start it again with --overwrite"
+        ) from None
+    missing = {"model", "optimizer", "epoch", "step", "history", "best_acc", "rng"} - set(
+        state if isinstance(state, dict) else ()
+    )
+    if missing:
+        raise ValueError(f"{path} is not a resnets checkpoint (missing {', '.join(sorted(missing))})")
+    return state

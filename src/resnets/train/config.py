@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from ..data import AugmentConfig
 
@@ -81,16 +82,30 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a dict (e.g. a saved config.json), rejecting unknown keys by name."""
+        """Build from a dict (e.g. a saved config.json), rejecting unknown keys and wrong types by name."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a training configuration is a JSON object, got {type(values).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
+        hints = get_type_hints(cls)
+        for name, value in values.items():
+            if not _has_type(value, hints[name]):
+                raise ValueError(
+                    f"training option {name!r} is {value!r}, which is not a {_type_name(hints[name])}"
+                )
         return cls(**values)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """A config.json written by a run; a damaged or hand-broken file gives a ValueError naming it."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); restore it or start a new run") from None
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
 
     def validate(self) -> None:
         """Reject impossible values with messages that say what to change."""
@@ -98,7 +113,30 @@ class TrainConfig:
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.test_limit is None or self.test_limit >= 1, f"test_limit must be >= 1: {self.test_limit}"),
+            (self.limit is None or self.limit >= 1, f"limit must be >= 1: {self.limit}"),
             (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
+            (self.grad_clip >= 0, f"grad_clip must be >= 0 (0 turns it off), got {self.grad_clip}"),
+            (self.cutout >= 0, f"cutout is a patch side in pixels, >= 0, got {self.cutout}"),
+            (
+                self.crop_padding is None or self.crop_padding >= 0,
+                f"crop_padding must be >= 0: {self.crop_padding}",
+            ),
+            (
+                self.lr_ratio > 0,
+                f"lr_ratio divides the first layers' lr, so it must be > 0, got {self.lr_ratio}",
+            ),
+            (self.image_size is None or self.image_size >= 1, f"image_size must be >= 1: {self.image_size}"),
+            (self.in_channels in (None, 1, 3), f"in_channels must be 1 or 3, got {self.in_channels}"),
+            (0 <= self.val_split < 1, f"val_split is a fraction in [0, 1), got {self.val_split}"),
+            (0 <= self.drop_rate < 1, f"drop_rate is a probability in [0, 1), got {self.drop_rate}"),
+            (
+                0 <= self.stochastic_depth < 1,
+                f"stochastic_depth is a probability in [0, 1), got {self.stochastic_depth}",
+            ),
+            (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
             (
                 0 <= self.freeze_epochs < self.epochs or self.freeze_epochs == 0,
                 "freeze_epochs must be < epochs",
@@ -128,6 +166,45 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"epochs": 12, "crop_padding": 2},
     "best": {"model": "cifar_resnet56", "epochs": 40, "crop_padding": 2, "cutout": 8},
 }
+
+
+# What `--resume` may change: more epochs (the schedule stretches to the new length), where the data lies now,
+# the device, and output/loader settings. Anything else would make the resumed run another run.
+RESUMABLE = ("epochs", "data_root", "device", "quiet", "workers")
+
+
+def resume_config(saved: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
+    """`saved` with `changes` applied; a change to any other setting is refused by name, never dropped."""
+    refused = sorted(k for k, v in changes.items() if k not in RESUMABLE and getattr(saved, k, None) != v)
+    if refused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in refused)
+        raise ValueError(
+            f"--resume continues a run as it was configured: {flags} cannot change (only "
+            f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE)} can); start a new run to change them"
+        )
+    return replace(saved, **changes)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a TrainConfig field's type hint (ints are accepted for floats)."""
+    origin = get_origin(hint)
+    if origin is Literal:
+        return value in get_args(hint)
+    if origin in (Union, UnionType):
+        return any(_has_type(value, h) for h in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, origin or hint)
+
+
+def _type_name(hint: Any) -> str:
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(map(repr, get_args(hint)))
+    return " or ".join(getattr(h, "__name__", str(h)) for h in (get_args(hint) or (hint,)))
 
 
 def apply_preset(name: str, overrides: dict[str, Any]) -> TrainConfig:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..data import DataBundle
-from .checkpoint import atomic_write_text
+from ..files import atomic_write_text
 from .config import TrainConfig
 from .plots import plot_confusion, plot_curves
 

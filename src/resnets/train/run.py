@@ -1,0 +1,358 @@
+"""A whole run (`fit`) — its folder, data, model, epochs, checkpoints and report — around the epoch functions
+of `loop`. Split by what each part owns: `fit` claims the folder, `open_run` settles the configuration,
+`restore` continues from a checkpoint, `run_epoch` trains and evaluates one epoch, `save_epoch` writes it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import DataBundle, make_loader
+from ..data.seeds import mix_seed
+from ..files import atomic_write_text
+from ..models import ResNet
+from . import distributed, rundir
+from .autotune import fastest_cpu_format
+from .checkpoint import load_state, save_state, save_weights
+from .config import TrainConfig, resume_config
+from .loop import build_model, evaluate, load_data, log, set_frozen, train_one_epoch
+from .metrics import EvalResult
+from .optim import default_lr, lr_factor, make_optimizer
+from .runtime import Runtime, cpu_has_bf16, precision_name, resolve_runtime, seed_everything
+from .tboard import log_epoch, open_writer
+
+METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "seconds"]
+RUNTIME_FILE = "runtime.json"  # what the run resolved on its machine (device, precision, layout)
+
+
+@dataclass
+class History:
+    """What `fit` returns: per-epoch metrics, the run folder and the trained model."""
+
+    run_dir: Path | None
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_acc: float = 0.0
+    model: ResNet | None = None
+    final: EvalResult | None = None
+
+    @property
+    def seconds(self) -> float:
+        return sum(e["seconds"] for e in self.epochs)
+
+
+@dataclass
+class Run:
+    """The state of a run in progress (its own copy of the config: the caller's is never changed)."""
+
+    cfg: TrainConfig
+    dir: Path
+    runtime: Runtime
+    bundle: DataBundle
+    model: ResNet
+    optimizer: torch.optim.Optimizer
+    ema: nn.Module | None
+    steps_per_epoch: int
+    history: History
+    start_epoch: int = 0
+    step: int = 0
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+
+def fit(
+    cfg: TrainConfig | None = None,
+    resume: str | Path | None = None,
+    *,
+    changes: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> History:
+    """Train `cfg.model` on `cfg.data` into a new run folder (`cfg.out`), or continue the run in `resume`
+    from its checkpoint with `changes` to the few settings a resumed run may change (`RESUMABLE`).
+
+    A folder that already holds a run is refused unless `overwrite`; a folder another process trains into is
+    always refused. Under torchrun every process calls this and they train as one job (see `distributed`)."""
+    if (cfg is None) == (resume is None):
+        raise ValueError("give either a TrainConfig for a new run or resume=RUN_DIR (with changes), not both")
+    if changes and resume is None:
+        raise ValueError("changes apply to a resumed run only; set them in the TrainConfig instead")
+    with distributed.process_group():
+        if cfg is not None and (elastic := distributed.elastic_resume(cfg, None)) is not None:
+            cfg, resume, changes = None, elastic, {"quiet": cfg.quiet}  # torchrun restarted this worker
+        run_dir = (
+            Path(resume)
+            if resume is not None
+            else Path(cfg.out or distributed.on_main(partial(default_run_dir, cfg)))
+        )
+        distributed.on_main(partial(rundir.claim, run_dir, resume=resume is not None, overwrite=overwrite))
+        try:
+            return _fit(open_run(cfg, run_dir, changes or {}))
+        finally:
+            rundir.release(run_dir)
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    data = cfg.data.split(":", 1)[0] if cfg.data.startswith("folder:") else cfg.data
+    return Path("runs") / f"{cfg.model}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def read_run(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
+    """A run folder's config.json and what it resolved at its start (runtime.json; {} in older runs)."""
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"cannot resume: {run_dir}/config.json not found (is it a run folder?)")
+    cfg = TrainConfig.load(run_dir / "config.json")
+    path = run_dir / RUNTIME_FILE
+    try:
+        resolved = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is damaged ({e}); delete it to resolve the device and format again") from e
+    return cfg, resolved if isinstance(resolved, dict) else {}
+
+
+def open_run(cfg: TrainConfig | None, run_dir: Path, changes: Mapping[str, Any]) -> Run:
+    """Settle the config (a copy), the runtime, data, model and optimizer; restore a resumed run's state."""
+    resolved: dict[str, Any] = {}
+    resuming = cfg is None
+    if resuming:  # rank 0 reads the folder and every rank gets its contents
+        saved, resolved = distributed.on_main(partial(read_run, run_dir))
+        cfg = resume_config(saved, changes)
+        if "device" in changes:
+            resolved = {}  # another device: resolve precision and layout for it anew
+    cfg = replace(cfg, out=str(run_dir))
+    cfg.validate()
+    known = {k: resolved[k] for k in ("precision", "channels_last") if k in resolved}
+    runtime = resolve_runtime(replace(cfg, **known))
+    seed_everything(cfg.seed, cfg.deterministic)
+    bundle = load_data(cfg)
+    if -(-len(bundle.train) // runtime.world_size) < cfg.batch_size:  # drop_last would leave no batch
+        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {len(bundle.train)} training images "
+                         f"({runtime.world_size} process(es)): lower it or use more data")  # fmt: skip
+    model = build_model(cfg, bundle).to(runtime.device)
+    if not known:
+        runtime = tune_cpu_format(cfg, runtime, model, bundle)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.sync_bn:
+        model = distributed.sync_batch_norm(model, runtime.device)
+    optimizer = make_optimizer(model, cfg, cfg.lr_ratio if cfg.weights else 1.0)
+    ema = None
+    if cfg.ema > 0:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True
+        )
+    steps = len(make_loader(bundle, "train", cfg.batch_size, train=True, rank=runtime.rank,
+                            world_size=runtime.world_size))  # fmt: skip
+    run = Run(cfg, run_dir, runtime, bundle, model, optimizer, ema, steps, History(run_dir))
+    if resuming:
+        restore(run, distributed.on_main(partial(load_state, run_dir)))
+    return run
+
+
+def tune_cpu_format(cfg: TrainConfig, runtime: Runtime, model: ResNet, bundle: DataBundle) -> Runtime:
+    """On a CPU, time the formats left to "auto" (precision, channels_last) and return the runtime with the
+    fastest; runtime.json records the choice, so a resumed run uses it. Skipped where the search would cost
+    more than ~5% of the run, for large images, in distributed jobs (ranks must agree) and with
+    --deterministic."""
+    precisions = [None, torch.bfloat16] if cfg.precision == "auto" and cpu_has_bf16() else [runtime.amp_dtype]
+    layouts = [False, True] if cfg.channels_last is None else [cfg.channels_last]
+    steps = cfg.epochs * (len(bundle.train) // cfg.batch_size)
+    searched = len(precisions) * len(layouts) * 6  # steps the search takes (1 warm-up + 5 timed each)
+    if (
+        runtime.device.type == "cpu" and searched > 6 and steps >= 20 * searched
+        and bundle.image_size[0] * bundle.image_size[1] <= 64 * 64
+        and runtime.world_size == 1 and not cfg.deterministic
+    ):  # fmt: skip
+        shape = (cfg.batch_size, bundle.channels, *bundle.image_size)
+        best, speeds = fastest_cpu_format(model, shape, bundle.num_classes, precisions, layouts)
+        if speeds[str(best)] > 0:
+            runtime = replace(runtime, amp_dtype=best.amp_dtype, channels_last=best.channels_last)
+            ranked = sorted(speeds.items(), key=lambda kv: -kv[1])
+            log(
+                cfg,
+                runtime,
+                "fastest training format here: " + ", ".join(f"{n} {s:.0f} img/s" for n, s in ranked),
+            )
+    return runtime
+
+
+def restore(run: Run, state: dict[str, Any]) -> None:
+    """Continue `run` from a checkpoint written by `save_epoch`: weights, optimizer, EMA, RNG, history."""
+    try:
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        if run.ema is not None:
+            run.ema.load_state_dict(state["ema"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ValueError(f"{run.dir}/state.pt does not match the run's config.json ({e})") from None
+    run.start_epoch, run.step = state["epoch"], state["step"]
+    if run.start_epoch > run.cfg.epochs:
+        raise ValueError(
+            f"{run.dir} has already trained {run.start_epoch} epochs: --epochs must be at least that"
+        )
+    run.history.epochs, run.history.best_acc = state["history"], state["best_acc"]
+    torch.set_rng_state(state["rng"])
+    if run.runtime.device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], run.runtime.device)
+    log(run.cfg, run.runtime, f"resuming {run.dir} after epoch {run.start_epoch}/{run.cfg.epochs}")
+
+
+def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int, step: int) -> float:
+    """The LR schedule as a plain function of the global step. With --freeze-epochs the head-only phase
+    and the unfrozen phase each get their own schedule, as fastai's `fine_tune`."""
+    freeze_until = cfg.epochs if cfg.freeze else cfg.freeze_epochs
+    boundary = freeze_until * steps_per_epoch if 0 < freeze_until < cfg.epochs else 0
+    begin, end = (0, boundary) if step < boundary else (boundary, cfg.epochs * steps_per_epoch)
+    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), (end - begin) // 2)
+    return lr_factor(step - begin, end - begin, warmup, cfg.schedule)
+
+
+def weights_meta(cfg: TrainConfig, bundle: DataBundle, model: ResNet) -> dict:
+    """Stored inside every .safetensors file, so evaluate/predict/export need only that file."""
+    return {
+        "model": cfg.model,
+        "num_classes": model.num_classes,
+        "in_channels": model.in_channels,
+        "classes": bundle.classes,
+        "mean": list(bundle.mean),
+        "std": list(bundle.std),
+        "image_size": list(bundle.image_size),
+        "data": cfg.data,
+        "shortcut": cfg.shortcut,
+        "spec_overrides": cfg.spec_overrides,
+    }
+
+
+def write_metrics(run_dir: Path, epochs: list[dict[str, float]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
+    writer.writeheader()
+    writer.writerows(epochs)
+    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
+
+
+def check_finite(run: Run, epoch: int, row: dict[str, Any]) -> None:
+    """A non-finite loss or weight is divergence, not a result: stop before it is saved as one."""
+    losses_ok = math.isfinite(row["train_loss"]) and math.isfinite(row["test_loss"])
+    weights_ok = all(
+        torch.isfinite(t).all() for t in run.eval_model.state_dict().values() if t.is_floating_point()
+    )
+    if not (losses_ok and weights_ok):
+        kept = "" if epoch == 1 else f"; {run.dir}/last.safetensors holds epoch {epoch - 1}"
+        raise RuntimeError(
+            f"training diverged in epoch {epoch} (train loss {row['train_loss']:.4g}, test loss "
+            f"{row['test_loss']:.4g}{'' if weights_ok else ', non-finite weights'}): lower --lr or set --grad-clip{kept}"
+        )
+
+
+def run_epoch(run: Run, epoch: int, train_model: nn.Module, test_loader) -> tuple[dict[str, Any], EvalResult]:
+    """Train one epoch, evaluate, and return its metrics row and evaluation."""
+    cfg, runtime = run.cfg, run.runtime
+    t0 = time.perf_counter()
+    loader = make_loader(run.bundle, "train", cfg.batch_size, train=True, augment=cfg.augment(),
+                         device=runtime.device, seed=cfg.seed, epoch=epoch, rank=runtime.rank,
+                         world_size=runtime.world_size, workers=cfg.workers, channels_last=runtime.channels_last)  # fmt: skip
+    generator = torch.Generator(device=runtime.device).manual_seed(mix_seed(cfg.seed, epoch, runtime.rank, 7))
+    lr_at = partial(lr_multiplier, cfg, run.steps_per_epoch)
+    train_loss, train_acc, run.step = train_one_epoch(
+        train_model, loader, run.optimizer, runtime, cfg, lr_at, run.step, generator, run.ema,
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+    )  # fmt: skip
+    train_loss, train_acc = distributed.mean_over_ranks([train_loss, train_acc], runtime.device)
+    result = evaluate(run.eval_model, test_loader, run.bundle.num_classes, runtime, tta=cfg.tta)
+    row = {
+        "epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "test_loss": result.loss,
+        "test_acc": result.top1, "test_top5": result.top5 if result.top5 is not None else "",
+        "lr": default_lr(cfg) * lr_at(max(run.step - 1, 0)), "seconds": time.perf_counter() - t0,
+    }  # fmt: skip
+    check_finite(run, epoch + 1, row)
+    return row, result
+
+
+def save_epoch(run: Run, row: dict[str, Any], is_best: bool, writer: Any) -> None:
+    """Weights (last, and best), metrics and the resumable state, each written atomically (rank 0 only)."""
+    weights = run.eval_model.state_dict()
+    meta = weights_meta(run.cfg, run.bundle, run.model) | {"epoch": row["epoch"], "test_acc": row["test_acc"]}
+    save_weights(weights, run.dir / "last.safetensors", meta)
+    if is_best:
+        save_weights(weights, run.dir / "best.safetensors", meta)
+    write_metrics(run.dir, run.history.epochs)
+    device = run.runtime.device
+    save_state(run.dir, {
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "ema": run.ema.state_dict() if run.ema is not None else {}, "epoch": row["epoch"], "step": run.step,
+        "history": run.history.epochs, "best_acc": run.history.best_acc, "rng": torch.get_rng_state(),
+        **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+    })  # fmt: skip
+    log_epoch(writer, row)
+
+
+def write_run_files(run: Run) -> None:
+    """config.json (the settings as given, so the run can be repeated) and runtime.json (what they resolved
+    to on this machine, so a resumed run computes the same way)."""
+    atomic_write_text(run.dir / "config.json", run.cfg.to_json())
+    resolved = {"device": str(run.runtime.device), "precision": precision_name(run.runtime.amp_dtype),
+                "channels_last": run.runtime.channels_last}  # fmt: skip
+    atomic_write_text(run.dir / RUNTIME_FILE, json.dumps(resolved, indent=2))
+
+
+def describe(run: Run) -> str:
+    cfg, runtime, bundle = run.cfg, run.runtime, run.bundle
+    fmt = precision_name(runtime.amp_dtype) + (", channels_last" if runtime.channels_last else "")
+    return (f"training {cfg.model} on {bundle.name} ({len(bundle.train)} train / {len(bundle.test)} test images, "
+            f"{bundle.num_classes} classes) for {cfg.epochs} epochs on {runtime.device} ({fmt}) -> {run.dir}")  # fmt: skip
+
+
+def _fit(run: Run) -> History:
+    from .report import write_report
+
+    cfg, runtime, history = run.cfg, run.runtime, run.history
+    if runtime.is_main:
+        write_run_files(run)
+    writer = open_writer(run.dir) if runtime.is_main else None  # TensorBoard, when installed
+    test_loader = make_loader(run.bundle, "test", max(cfg.batch_size, 256), train=False, device=runtime.device,
+                              workers=cfg.workers, channels_last=runtime.channels_last)  # fmt: skip
+    log(cfg, runtime, describe(run))
+    if runtime.world_size > 1:
+        log(cfg, runtime, f"distributed: {runtime.world_size} processes x batch {cfg.batch_size} = global batch "
+            f"{runtime.world_size * cfg.batch_size}, peak lr {default_lr(cfg):g}")  # fmt: skip
+    freeze_until = cfg.epochs if cfg.freeze else cfg.freeze_epochs
+    train_model, frozen = (
+        run.model,
+        None,
+    )  # (re)built when freezing changes: DDP syncs the trainable params only
+    try:
+        for epoch in range(run.start_epoch, cfg.epochs):
+            if frozen != (epoch < freeze_until):
+                frozen = epoch < freeze_until
+                set_frozen(run.model, frozen)
+                train_model = distributed.wrap(run.model, runtime.device)
+                train_model = torch.compile(train_model) if cfg.compile else train_model
+            row, result = run_epoch(run, epoch, train_model, test_loader)
+            history.epochs.append(row)
+            is_best = result.top1 >= history.best_acc
+            history.best_acc = max(history.best_acc, result.top1)
+            log(cfg, runtime, f"epoch {epoch + 1:>3}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc "
+                f"{100 * row['train_acc']:.2f}%  test loss {result.loss:.4f} acc {100 * result.top1:.2f}%  "
+                f"lr {row['lr']:.4f}  {row['seconds']:.0f}s")  # fmt: skip
+            if runtime.is_main:
+                save_epoch(run, row, is_best, writer)
+            history.final = result
+    finally:
+        if writer is not None:
+            writer.close()
+    history.model = run.eval_model
+    if runtime.is_main and history.final is not None:
+        write_report(run.dir, cfg, run.bundle, history)
+    return history
