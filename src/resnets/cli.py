@@ -170,6 +170,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     import json
 
     from .bench import BenchConfig, format_report, run_benchmark
+    from .files import atomic_write_text
 
     chosen = {k: v for k, v in vars(args).items() if k in BenchConfig.__dataclass_fields__ and v is not None}
     for key in ("models", "cifar_models"):
@@ -179,8 +180,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     result = run_benchmark(config)
     print(format_report(result))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        atomic_write_text(args.json, json.dumps(result, indent=2))
         print(f"wrote {args.json}")
     return 0
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +24,7 @@ from resnets.data.folder import (
 )
 from resnets.data.idx import read_idx
 from resnets.data.sources import FASHION_FILES, cache_dir, fashion_file
+from resnets.files import atomic_write
 
 FASHION_CLASSES = [
     "T-shirt/top",
@@ -196,12 +196,9 @@ def _decode_png_tree(root: Path, strict: bool) -> dict[str, np.ndarray]:
 
 
 def _save_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an .npz via a temporary file and os.replace, so readers never see a half-written cache."""
+    """Write the .npz cache atomically; a failure (e.g. a read-only cache folder) only costs a decode later."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-            np.savez(f, **arrays)
-        os.replace(f.name, path)
+        atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
     except OSError as e:
         warnings.warn(
             f"could not write the decoded-image cache {path}: {e}; the next load decodes again", stacklevel=3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import platform
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
+from ..files import atomic_write, atomic_write_text
 from ..machine import core_count, cpu_model
 from .options import ExperimentOptions
 
@@ -76,26 +78,25 @@ class ExperimentRun:
         self.files: list[str] = []
 
     def save_json(self, filename: str, data: Any) -> Path:
-        path = self.dir / filename
-        path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        path = atomic_write_text(self.dir / filename, json.dumps(data, indent=2, default=str) + "\n")
         self.files.append(filename)
         return path
 
     def save_csv(self, filename: str, rows: Sequence[dict[str, Any]]) -> Path:
         """Rows of dicts as CSV; the columns are the union of the rows' keys, in first-seen order."""
         columns = list(dict.fromkeys(k for row in rows for k in row))
-        path = self.dir / filename
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        path = atomic_write_text(self.dir / filename, buffer.getvalue())
         self.files.append(filename)
         return path
 
     def save_figure(self, fig: Figure, filename: str) -> str:
         """Write a PNG (matplotlib's Figure draws with Agg, no pyplot state) and return its Markdown link."""
         fig.tight_layout()
-        fig.savefig(self.dir / filename, dpi=110)
+        atomic_write(self.dir / filename, lambda tmp: fig.savefig(tmp, dpi=110))
         self.files.append(filename)
         return f"![{Path(filename).stem}]({filename})"
 
@@ -121,9 +122,7 @@ class ExperimentRun:
             f"## Setup\n\n{bullets}\n\n## Results\n\n{results.strip()}\n\n"
             f"Raw numbers: {files or 'none'}.\n"
         )
-        path = self.dir / "report.md"
-        path.write_text(text)
-        return Outcome(path, verdict)
+        return Outcome(atomic_write_text(self.dir / "report.md", text), verdict)
 
 
 def machine() -> str:

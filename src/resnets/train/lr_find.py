@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..data import make_loader
+from ..files import atomic_write
 from .config import TrainConfig
 from .loop import build_model, load_data, set_frozen
 from .optim import make_optimizer
@@ -107,6 +108,6 @@ def plot_lr_find(lrs: list[float], losses: list[float], suggestion: float, path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
     return path

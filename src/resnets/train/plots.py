@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from ..files import atomic_write  # noqa: E402
+
 
 def plot_curves(history: list[dict[str, float]], path: Path) -> None:
     """Loss and accuracy per epoch, train vs test."""
@@ -25,7 +27,7 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
 
 
@@ -44,5 +46,5 @@ def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> N
                 ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=7,
                         color="white" if rates[i, j] > 0.5 else "black")  # fmt: skip
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
