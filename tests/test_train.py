@@ -1,5 +1,6 @@
 """Training on the real fixture data: it learns, resumes bit-exactly after SIGKILL, fine-tunes and freezes
-as asked, finds a learning rate, and every training option has its stated effect. Sizes are tiny so the file stays fast."""
+as asked, finds a learning rate, and every training option has its stated effect. Sizes are tiny so the
+file stays fast."""
 
 from __future__ import annotations
 
