@@ -32,6 +32,7 @@ from resnets.data.errors import DataError
 from resnets.deploy import export_model
 from resnets.train import TrainConfig, fit, rundir
 from resnets.train.checkpoint import load_state, read_meta
+from resnets.train.loop import model_spec
 
 
 class _RunsCode:
@@ -418,3 +419,11 @@ def test_cli_flags_refuse_nonsense_counts(capsys: pytest.CaptureFixture) -> None
         with pytest.raises(SystemExit) as stop:
             main(argv)
         assert stop.value.code == 2 and "must be a whole number >= 1" in capsys.readouterr().err
+
+
+def test_conflicting_overrides_raise_wherever_a_spec_is_built() -> None:
+    cfg = TrainConfig(model="cifar_resnet20", shortcut="C", spec_overrides={"shortcut": "B"})
+    for build in (lambda: model_spec(cfg), lambda: create_model("cifar_resnet20", shortcut="C",
+                                                                spec_overrides={"shortcut": "B"})):  # fmt: skip
+        with pytest.raises(ValueError, match="conflicts with spec_overrides"):
+            build()

@@ -140,6 +140,29 @@ def get_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
+def resolve_spec(
+    name: str, shortcut: ShortcutKind | None = None, spec_overrides: Mapping[str, Any] | None = None
+) -> ResNetSpec:
+    """`name`'s registered spec with `shortcut` and `spec_overrides` applied: the one rule for overrides
+    (conflicting values raise, as torchvision's `_ovewrite_named_param`), used wherever a spec is built."""
+    spec = get_entry(name).spec
+    if shortcut is not None and shortcut != spec.shortcut:
+        if not spec.residual:
+            raise ValueError(
+                f"{name} is a plain net without skip connections; shortcut={shortcut!r} conflicts"
+            )
+        if shortcut not in ("A", "B", "C"):
+            raise ValueError(f"shortcut must be 'A', 'B' or 'C', not {shortcut!r}")
+        spec = spec.with_(shortcut=shortcut)
+    if spec_overrides and shortcut is not None and spec_overrides.get("shortcut", shortcut) != shortcut:
+        raise ValueError(
+            f"shortcut={shortcut!r} conflicts with spec_overrides' {spec_overrides['shortcut']!r}"
+        )
+    if spec_overrides:  # lists (from JSON) become the spec's tuples
+        spec = spec.with_(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_overrides.items()})
+    return spec
+
+
 @overload
 def create_model(name: str, num_classes: int | None = None, in_channels: int = 3, *,
                  features_only: Literal[False] = False, **options: Any) -> ResNet: ...  # fmt: skip
@@ -176,21 +199,7 @@ def create_model(
     if features_only and num_classes:
         raise ValueError(f"features_only=True has no classifier; num_classes={num_classes} conflicts")
     entry = get_entry(name)
-    spec = entry.spec
-    if shortcut is not None and shortcut != spec.shortcut:
-        if not spec.residual:
-            raise ValueError(
-                f"{name} is a plain net without skip connections; shortcut={shortcut!r} conflicts"
-            )
-        if shortcut not in ("A", "B", "C"):
-            raise ValueError(f"shortcut must be 'A', 'B' or 'C', not {shortcut!r}")
-        spec = spec.with_(shortcut=shortcut)
-    if spec_overrides and shortcut is not None and spec_overrides.get("shortcut", shortcut) != shortcut:
-        raise ValueError(
-            f"shortcut={shortcut!r} conflicts with spec_overrides' {spec_overrides['shortcut']!r}"
-        )
-    if spec_overrides:  # lists (from JSON) become the spec's tuples
-        spec = spec.with_(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_overrides.items()})
+    spec = resolve_spec(name, shortcut, spec_overrides)
     model = ResNet(
         spec,
         num_classes=0 if features_only else entry.num_classes if num_classes is None else num_classes,

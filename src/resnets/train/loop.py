@@ -13,7 +13,8 @@ from torch import nn
 
 from ..data import DataBundle, FolderSplit, load_dataset, mixup
 from ..data.bundle import balanced_subset
-from ..models import ResNet, ResNetSpec, create_model, get_entry
+from ..models import ResNet, ResNetSpec, create_model
+from ..models.registry import resolve_spec
 from . import distributed
 from .config import TrainConfig
 from .metrics import EvalResult, MetricAccumulator
@@ -88,11 +89,8 @@ def evaluate(model: nn.Module, loader, num_classes: int, runtime: Runtime, tta: 
 
 
 def model_spec(cfg: TrainConfig) -> ResNetSpec:
-    """`cfg.model`'s registered spec with `cfg.spec_overrides` applied (lists from config.json become tuples)."""
-    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in (cfg.spec_overrides or {}).items()}
-    if cfg.shortcut is not None:
-        changes.setdefault("shortcut", cfg.shortcut)
-    return get_entry(cfg.model).spec.with_(**changes)
+    """`cfg.model`'s spec with `cfg.shortcut` and `cfg.spec_overrides`, by the same rule as `create_model`."""
+    return resolve_spec(cfg.model, cfg.shortcut, cfg.spec_overrides)
 
 
 def build_model(cfg: TrainConfig, bundle: DataBundle) -> ResNet:
