@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FMNIST_DEB := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint data clean
+.PHONY: demo test test-slow lint data clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: $(VENV)/.installed
 
 test: $(VENV)/.installed lint
 	$(VENV)/bin/pytest -q
+
+# the slow-marked tests only (full data sets, torch.compile): `make test` leaves them out
+test-slow: $(VENV)/.installed
+	$(VENV)/bin/pytest -q -m slow
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info
