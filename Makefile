@@ -39,3 +39,9 @@ test-slow: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info
+
+# The GPU suite (docs/gpu.md), on a machine with CUDA and torch >= 2.11 preinstalled: no venv, no install.
+.PHONY: gpu-suite
+gpu-suite:
+	PYTHONPATH=src $(PYTHON) scripts/gpu_suite.py --out runs/gpu-suite \
+		--data-root gpu_data/fashion-mnist --cifar-root gpu_data/cifar10

@@ -1,0 +1,110 @@
+"""The GPU suite's dry run (every step at toy sizes on the CPU) and the CIFAR chunks it carries."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnets.data import load_dataset
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+FASHION = Path(__file__).parent / "fixtures" / "fashion-mnist"
+sys.path.insert(0, str(SCRIPTS))
+
+import gpu_suite  # noqa: E402 (a script, importable once scripts/ is on the path)
+import pack_cifar  # noqa: E402
+
+STEPS = ["check_models", "check_learns", "check_export", "matmul_peak", "train_eager", "infer_eager", "train_compiled",
+         "infer_compiled", "tta_fashion_mnist", "tta_d2l", "tta_cifar10", "experiment:degradation"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)  # the dry run sets one thread
+
+
+def png_tree(root: Path, per_class: dict[str, int]) -> dict[tuple[str, str, str], np.ndarray]:
+    """A CIFAR-like train/ + test/ tree of random 32x32 PNGs (two classes); returns the pixels by file."""
+    rng = np.random.default_rng(0)
+    written = {}
+    for split, count in per_class.items():
+        for name in ("cat", "dog"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+                written[(split, name, str(i))] = pixels
+    return written
+
+
+def test_cifar_chunks_unpack_to_the_same_pixels(tmp_path: Path) -> None:
+    pixels = png_tree(tmp_path / "png", {"train": 5, "test": 2})
+    chunks = pack_cifar.pack(tmp_path / "png", tmp_path / "chunks", 4, 2, chunk_mib=45)
+    assert [p.name for p in chunks] == ["cifar10-0.npz.xz"]
+    pack_cifar.unpack(tmp_path / "chunks", tmp_path / "unpacked")
+    bundle = load_dataset("cifar10", tmp_path / "unpacked")
+    assert bundle.classes == ["cat", "dog"] and len(bundle.train) == 8 and len(bundle.test) == 4
+    images, labels = bundle.train.on("cpu")
+    # per class the first 4 files by name, in order: cat 0..3 then dog 0..3
+    expected = [pixels[("train", c, str(i))].transpose(2, 0, 1) for c in ("cat", "dog") for i in range(4)]
+    assert np.array_equal(images.numpy(), np.stack(expected))
+    assert labels.tolist() == [0] * 4 + [1] * 4
+
+
+def test_encoding_is_exact_and_small_for_smooth_images() -> None:
+    ramp = np.broadcast_to(np.arange(32, dtype=np.uint8) * 7, (4, 3, 32, 32)).copy()
+    ramp[:, 2] = 255 - ramp[:, 2]  # wraps around mod 256 when coded
+    codes = pack_cifar.encode(ramp)
+    assert np.array_equal(pack_cifar.decode(codes), ramp)
+    assert len(np.unique(codes)) < 10  # a smooth ramp codes to a handful of values
+
+
+def test_dry_run_measures_every_step(tmp_path: Path) -> None:
+    png_tree(tmp_path / "png", {"train": 64, "test": 10})  # batch 128 fits
+    pack_cifar.pack(tmp_path / "png", tmp_path / "chunks", 64, 10, chunk_mib=45)
+    out = tmp_path / "out"
+    code = gpu_suite.main(["--dry-run", "--out", str(out), "--data-root", str(FASHION),
+                           "--cifar-root", str(tmp_path / "chunks")])  # fmt: skip
+    result = json.loads((out / "results.json").read_text())
+    steps = result["steps"]
+    assert list(steps) == STEPS
+    assert {n: s["status"] for n, s in steps.items()} == dict.fromkeys(STEPS, "ok")
+    assert code == 0
+    assert steps["check_models"]["passed"] and steps["check_models"]["worst"] < 1e-8  # CPU vs CPU here
+    assert steps["check_export"]["max_abs_diff"] < 1e-4
+    assert steps["matmul_peak"]["tflops"]["bf16"] > 0
+    for name in ("train_eager", "infer_eager", "train_compiled", "infer_compiled"):
+        rows = steps[name]["rows"]
+        assert {r["impl"].split("-")[0] for r in rows} == {"ours", "torchvision"}
+        assert all(r["images_per_s"] > 0 and 0 < r["share_of_bf16_peak"] < math.inf for r in rows)
+    assert {r["batch"] for r in steps["infer_eager"]["rows"]} == set(gpu_suite.DRY.infer_batches)
+    for name in ("check_learns", "tta_fashion_mnist", "tta_d2l", "tta_cifar10"):
+        run = steps[name]
+        assert run["finished"] and run["epochs_done"] == 1 and 0 <= run["best_acc"] <= 1, name
+        assert run["train_seconds"] > 0
+    assert set(steps["tta_fashion_mnist"]["reached"]) == {"0.94", "0.95"}
+    assert steps["tta_d2l"]["config"]["image_size"] == gpu_suite.DRY.d2l_side
+    assert "Verdict" in steps["experiment:degradation"]["verdict"]
+    table = (out / "results.md").read_text()
+    assert all(f"| {name} | ok |" in table for name in STEPS)
+
+
+def test_steps_that_do_not_fit_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    """With no time left nothing runs, but every step is in the results with why it was skipped."""
+    code = gpu_suite.main(["--dry-run", "--out", str(tmp_path), "--budget-s", "-1", "--skip", "experiment"])
+    steps = json.loads((tmp_path / "results.json").read_text())["steps"]
+    assert code == 0 and list(steps) == STEPS
+    assert steps["experiment:degradation"]["reason"] == "--skip"
+    assert all(
+        s["status"] == "skipped" and "s left" in s["reason"] for n, s in steps.items() if n != STEPS[-1]
+    )
