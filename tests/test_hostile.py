@@ -160,20 +160,20 @@ def test_two_runs_into_one_folder_leave_one_whole_run(tmp_path: Path) -> None:
     rc, _, err = results[loser]
     assert rc == 2 and ("in use by another" in err or "already holds a run" in err), err
     assert TrainConfig.load(out / "config.json").seed == int(winners[0])
-    assert read_meta(out / "best.safetensors")["epoch"] == 1 and load_state(out)["epoch"] == 1
+    assert read_meta(out / "last.safetensors")["epoch"] == 1 and load_state(out)["epoch"] == 1
     assert not list(out.glob(".*.tmp*"))
 
 
 def test_a_new_run_never_replaces_a_finished_one_unless_asked(tmp_path: Path) -> None:
     out = tmp_path / "run"
     fit(tiny_config(out, seed=1))
-    before = digest(out / "best.safetensors")
+    before = digest(out / "last.safetensors")
     with pytest.raises(ValueError, match="already holds a run: continue it with --resume"):
         fit(tiny_config(out, seed=2))
-    assert digest(out / "best.safetensors") == before and TrainConfig.load(out / "config.json").seed == 1
+    assert digest(out / "last.safetensors") == before and TrainConfig.load(out / "config.json").seed == 1
     (out / "notes.txt").write_text("mine")
     fit(tiny_config(out, seed=2), overwrite=True)
-    assert TrainConfig.load(out / "config.json").seed == 2 and digest(out / "best.safetensors") != before
+    assert TrainConfig.load(out / "config.json").seed == 2 and digest(out / "last.safetensors") != before
     assert (out / "notes.txt").read_text() == "mine", "--overwrite removed a file that is not the run's"
 
 
@@ -194,7 +194,7 @@ def test_resume_applies_safe_changes_and_refuses_the_rest(
 
 
 def test_export_never_lands_on_the_weights(trained_run: Path, capsys: pytest.CaptureFixture) -> None:
-    weights = trained_run / "best.safetensors"
+    weights = trained_run / "last.safetensors"
     before = digest(weights)
     assert main(["export", str(trained_run), "--format", "onnx", "--out", str(weights)]) == 2
     assert "must end in .onnx" in capsys.readouterr().err
@@ -231,7 +231,7 @@ def test_diverging_run_stops_and_saves_no_nonfinite_weights(tmp_path: Path) -> N
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="diverged"):
         fit(tiny_config(out, lr=1e6, label_smoothing=0.0))
-    for name in ("best.safetensors", "last.safetensors"):
+    for name in ("last.safetensors", "last.safetensors"):
         if (out / name).exists():
             assert all(
                 torch.isfinite(t).all() for t in load_file(out / name).values() if t.is_floating_point()
@@ -280,7 +280,7 @@ def test_a_killed_run_leaves_no_torn_file_and_resume_cleans_up(tmp_path: Path) -
         killed += proc.poll() is None
         proc.kill()
         proc.wait()
-        for weights in ("best.safetensors", "last.safetensors"):
+        for weights in ("last.safetensors", "last.safetensors"):
             if (out / weights).exists():
                 load_file(out / weights)
         if (out / "state.pt").exists():

@@ -112,4 +112,4 @@ def test_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         exec(compile(code, str(README), "exec"), namespace)
     history = namespace["history"]
     assert runs == [history] and history.run_dir == tmp_path / "run" and len(history.epochs) == 1
-    assert (history.run_dir / "best.safetensors").is_file()
+    assert (history.run_dir / "last.safetensors").is_file()

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -37,9 +38,9 @@ FASHION = FIXTURES / "fashion-mnist"
 CIFAR = FIXTURES / "cifar10"
 RUN_FILES = (
     "config.json",
+    "runtime.json",
     "metrics.csv",
     "last.safetensors",
-    "best.safetensors",
     "state.pt",
     "curves.png",
     "confusion.png",
@@ -96,7 +97,9 @@ def test_training_learns_and_writes_the_run_folder(tmp_path: Path) -> None:
     for row, epoch in zip(rows, history.epochs, strict=True):
         assert float(row["test_acc"]) == pytest.approx(epoch["test_acc"])
         assert float(row["train_loss"]) == pytest.approx(epoch["train_loss"])
-    assert history.best_acc == max(float(r["test_acc"]) for r in rows)
+    # no validation split: nothing is selected, the last epoch is the model and its test result is final
+    assert not (out / "best.safetensors").exists() and history.best_epoch == 3
+    assert history.final.top1 == pytest.approx(history.epochs[-1]["test_acc"])
     saved = TrainConfig.load(out / "config.json")
     assert saved.limit == 800 and saved.precision == "auto"  # the settings as given, so the run repeats
     resolved = json.loads((out / "runtime.json").read_text())  # what they became here, for resume
@@ -105,12 +108,11 @@ def test_training_learns_and_writes_the_run_folder(tmp_path: Path) -> None:
     # the saved weights carry their metadata and reproduce the logged accuracy
     meta = read_meta(out / "last.safetensors")
     assert meta["epoch"] == 3 and meta["model"] == "cifar_resnet20" and meta["image_size"] == [12, 12]
-    assert read_meta(out / "best.safetensors")["test_acc"] == history.best_acc
     trained = load_trained(out / "last.safetensors")
     assert trained.classes[0] == "T-shirt/top" and trained.model.in_channels == 1
     bundle = run_module.load_data(TrainConfig.load(out / "config.json"))  # the same 500 test images
     assert len(bundle.test) == 500 and bundle.image_size == (12, 12)
-    runtime = resolve_runtime(saved)  # the precision the run chose
+    runtime = resolve_runtime(replace(saved, precision=resolved["precision"]))  # the precision the run chose
     loader = make_loader(bundle, "test", 256, train=False)
     result = evaluate(trained.model, loader, bundle.num_classes, runtime, tta=saved.tta)
     assert result.top1 == pytest.approx(history.epochs[-1]["test_acc"], abs=0.005)
@@ -258,7 +260,7 @@ def test_finetune_imagenet_resnet18_on_an_image_folder(tmp_path: Path) -> None:
     assert len(history.epochs) == 1 and all(
         torch.isfinite(torch.tensor(e["train_loss"])) for e in history.epochs
     )
-    meta = read_meta(out / "best.safetensors")
+    meta = read_meta(out / "last.safetensors")
     assert meta["model"] == "resnet18" and meta["num_classes"] == 10 and meta["in_channels"] == 3
     assert meta["classes"] == sorted(p.name for p in (CIFAR / "train").iterdir())
     assert meta["image_size"] == [32, 32]

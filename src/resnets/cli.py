@@ -56,13 +56,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and args.preset != "default":
         raise ValueError("--preset cannot change a resumed run's recipe; leave it out with --resume")
     history = train(args.preset, resume=args.resume, overwrite=args.overwrite, **options)
-    if not options.get("quiet") and history.run_dir is not None and is_main_process() and history.final:
-        print(f"best test accuracy {100 * history.best_acc:.2f}%; report: {history.run_dir / 'report.md'}")
+    if is_main_process() and history.final is not None and not history.config.quiet:
+        print(f"report: {history.run_dir / 'report.md'}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate trained weights on a data set's test split: top-1/top-5, per-class, confusion matrix."""
+    """Evaluate trained weights on a data set's test (or validation) split: top-1/top-5, balanced accuracy,
+    macro-F1, ROC-AUC, PR-AUC, per-class table, confusion matrix; for two classes, sensitivity/specificity."""
     from .data import load_dataset, make_loader
     from .train.checkpoint import read_meta
     from .train.loop import evaluate
@@ -71,9 +72,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     trained = load_trained(args.weights, args.model, args.num_classes, args.in_channels)
     net = trained.model
-    bundle = load_dataset(
-        args.data, args.data_root, channels=net.in_channels, image_size=trained.image_size[0]
-    )
+    bundle = load_dataset(args.data, args.data_root, channels=net.in_channels, image_size=trained.image_size[0],
+                          val_split=args.val_split)  # fmt: skip
     if bundle.num_classes != net.num_classes:
         raise ValueError(
             f"{trained.path} predicts {net.num_classes} classes but {bundle.name} has {bundle.num_classes}; "
@@ -85,14 +85,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{trained.path} was trained on {meta.get('data', 'other data')} with classes {', '.join(meta['classes'][:4])}"
             f", ... but {bundle.name} has {', '.join(bundle.classes[:4])}, ...: evaluate on the data it was trained for"
         )
+    if args.positive is not None and (bundle.num_classes != 2 or args.positive not in bundle.classes):
+        raise ValueError(
+            f"--positive {args.positive!r} must name one of two classes: {', '.join(bundle.classes[:10])}"
+        )
     if "mean" in meta:  # our weights: normalise as in training, not as the data's default
         bundle.mean, bundle.std = trained.mean, trained.std  # (CIFAR stats for CIFAR images in a folder:)
     runtime = resolve_runtime(TrainConfig(device=args.device))
-    loader = make_loader(bundle, "test", args.batch_size, train=False, device=runtime.device)
+    split = bundle.split(args.split)
+    loader = make_loader(bundle, args.split, args.batch_size, train=False, device=runtime.device)
     result = evaluate(net.to(runtime.device), loader, bundle.num_classes, runtime, tta=args.tta)
     top5 = f"  top-5 {100 * result.top5:.2f}%" if result.top5 is not None else ""
-    print(f"{trained.path}: {bundle.name} test ({len(bundle.test)} images) top-1 {100 * result.top1:.2f}%{top5}"
+    print(f"{trained.path}: {bundle.name} {args.split} ({len(split)} images) top-1 {100 * result.top1:.2f}%{top5}"
           f"  loss {result.loss:.4f}")  # fmt: skip
+    extra = {
+        k: v
+        for k, v in result.summary().items()
+        if k in ("balanced_accuracy", "macro_f1", "roc_auc", "pr_auc")
+    }
+    print("  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in extra.items() if v is not None))
+    if bundle.num_classes == 2 and result.probs is not None:
+        positive = bundle.classes.index(args.positive) if args.positive else 1
+        op = result.operating_point(positive, args.threshold)
+        print(f"positive class {bundle.classes[positive]}: sensitivity {op.sensitivity:.4f}  specificity "
+              f"{op.specificity:.4f} at threshold {op.threshold:g}")  # fmt: skip
     print(result.per_class_table(bundle.classes))
     print("confusion matrix (rows: true, columns: predicted)")
     for name, row in zip(bundle.classes, result.confusion.tolist(), strict=True):
@@ -202,6 +218,14 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {text}")
     return value
 
 
@@ -318,6 +342,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None)
     add_foreign_weights_options(p)
     p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=("test", "val"),
+        help="test (default) or val: a val/ folder, or the --val-split carved as in training",
+    )
+    p.add_argument(
+        "--val-split", type=float, default=0.0, help="carve validation as training did (same seed)"
+    )
+    p.add_argument(
+        "--positive", default=None, help="two classes: the class sensitivity refers to (default: the second)"
+    )
+    p.add_argument(
+        "--threshold",
+        type=probability,
+        default=0.5,
+        help="two classes: probability of --positive from which an image is called positive",
+    )
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                    help="average with horizontally flipped images, as training evaluates (default: on)")  # fmt: skip
     p.add_argument("--device", default="auto")

@@ -32,14 +32,16 @@ class Trained:
 
 
 def resolve_weights(path: str | Path) -> Path:
-    """A run folder means its best.safetensors; a file means itself."""
+    """A run folder means its model: best.safetensors (selected on validation), else last.safetensors (runs
+    without a validation split keep the last epoch); a file means itself."""
     path = Path(path)
     if path.is_dir():
-        path = path / "best.safetensors"
+        found = [path / name for name in ("best.safetensors", "last.safetensors") if (path / name).is_file()]
+        if not found:
+            raise FileNotFoundError(f"{path} holds no best.safetensors or last.safetensors: is it a run folder?")
+        return found[0]
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: give a run folder (with best.safetensors) or a weights file"
-        )
+        raise FileNotFoundError(f"{path} not found: give a run folder or a weights file")
     return path
 
 

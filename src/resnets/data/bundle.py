@@ -58,7 +58,8 @@ class DataBundle:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     train: Split
-    test: Split
+    test: Split  # reported, never selected on
+    val: Split | None = None  # selects checkpoints, thresholds, early stopping; None: nothing is selected
     dropped: list[Dropped] = field(default_factory=list)  # images left out (corrupt, truncated) and why
     source: Path | None = None
 
@@ -66,6 +67,15 @@ class DataBundle:
     def skipped(self) -> int:
         """How many images were left out."""
         return len(self.dropped)
+
+    def split(self, name: str) -> Split:
+        """The split called `name` ("train", "val" or "test"), or a ValueError saying it is missing."""
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {name!r}")
+        found = getattr(self, name)
+        if found is None:
+            raise ValueError(f"{self.name} has no validation split: use a val/ folder or --val-split F")
+        return found
 
     @property
     def num_classes(self) -> int:

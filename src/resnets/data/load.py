@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from resnets.data.bundle import (
@@ -48,7 +49,8 @@ def load_dataset(
 
     `channels` (1 or 3) converts the images (gray repeated to RGB, or RGB to luma); `image_size`
     sets the side the model sees (in-memory sets are resized per batch by the loader). `val_split` > 0
-    holds out that fraction of train (seeded, per class) as `test`: the official test set is then not used.
+    holds out that fraction of train (seeded, per class) as the validation split, which selects checkpoints
+    and thresholds; the test split stays the official one and is only reported.
     `limit` keeps at most that many training images, balanced over classes. `strict` turns skipped
     corrupt images into errors; `download=False` never touches the network.
     """
@@ -75,14 +77,17 @@ def load_dataset(
     else:
         raise DataError(f"unknown data set {name!r}: choose one of {', '.join(NAMES)}")
     warn_skipped(bad, source)
+    val = None
     if val_split > 0:
         keep, held_out = stratified_split(train.labels.tolist(), val_split)
-        train, test = train.subset(keep), train.subset(held_out)
+        train, val = train.subset(keep), train.subset(held_out)
     if limit is not None:
         train = train.subset(balanced_subset(train.labels.tolist(), limit))
-    native = train.images.shape[1]
-    channels = channels or native
-    train, test = (TensorSplit(convert_channels(s.images, channels), s.labels) for s in (train, test))
+    channels = channels or train.images.shape[1]
+    train, val, test = (
+        None if s is None else TensorSplit(convert_channels(s.images, channels), s.labels)
+        for s in (train, val, test)
+    )
     mean, std = STATS[name]
     return _checked(
         DataBundle(
@@ -94,6 +99,7 @@ def load_dataset(
             std=convert_stats(std, channels),
             train=train,
             test=test,
+            val=val,
             dropped=bad,
             source=source,
         )
@@ -120,7 +126,7 @@ def _load_folders(
         source = Path(path).expanduser()
     channels = channels or 3
     size = (image_size or DEFAULT_FOLDER_SIZE,) * 2
-    train, test, bad = read_image_folders(source, channels, size, val_split, strict)
+    train, val, test, bad = read_image_folders(source, channels, size, val_split, strict)
     warn_skipped(bad, source)
     if limit is not None:
         train = train.subset(balanced_subset(train.targets, limit))
@@ -135,6 +141,7 @@ def _load_folders(
             std=convert_stats(std, channels),
             train=train,
             test=test,
+            val=val,
             dropped=bad,
             source=source,
         )
@@ -145,8 +152,24 @@ def _checked(bundle: DataBundle) -> DataBundle:
     """Refuse data that would give a meaningless number: an empty split, or one class (always 100%)."""
     if bundle.num_classes < 2:
         raise DataError(f"{bundle.source} has {bundle.num_classes} class: classification needs at least two")
-    for split in ("train", "test"):
-        if len(getattr(bundle, split)) == 0:
+    for split in ("train", "val", "test"):
+        if getattr(bundle, split) is not None and len(getattr(bundle, split)) == 0:
             raise DataError(f"{bundle.source}: the {split} split holds no readable images (check the folder, "
                             "or the skipped-image warning above)")  # fmt: skip
+    warn_small_val(bundle)
     return bundle
+
+
+MIN_VAL_PER_CLASS = 10
+
+
+def warn_small_val(bundle: DataBundle) -> None:
+    """Warn when the validation split is too small to select on (a handful of images per class)."""
+    if bundle.val is None:
+        return
+    labels = bundle.val.targets if hasattr(bundle.val, "targets") else bundle.val.labels.tolist()
+    fewest = min(labels.count(c) for c in range(bundle.num_classes))
+    if fewest < MIN_VAL_PER_CLASS:
+        warnings.warn(f"the validation split of {bundle.name} has only {fewest} image(s) of some class: too few to "
+                      "select checkpoints or thresholds on reliably; use --val-split to carve a larger one",
+                      stacklevel=2)  # fmt: skip

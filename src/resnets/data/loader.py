@@ -34,8 +34,6 @@ class BatchLoader:
         drop_last: bool | None,
         channels_last: bool,
     ) -> None:
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         if batch_size < 1 or not 0 <= rank < world_size:
             raise ValueError(
                 f"need batch_size >= 1 and 0 <= rank < world_size, got {batch_size}, {rank}, {world_size}"
@@ -46,7 +44,7 @@ class BatchLoader:
         self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
         self.drop_last = train if drop_last is None else drop_last
         self.channels_last = channels_last
-        self.split = getattr(bundle, split)
+        self.split = bundle.split(split)
         shape = (len(bundle.mean), 1, 1)
         self._mean = torch.tensor(bundle.mean, device=self.device).view(shape)
         self._std = torch.tensor(bundle.std, device=self.device).view(shape)
@@ -143,7 +141,7 @@ def make_loader(
     drop_last: bool | None = None,
     channels_last: bool = False,
 ) -> BatchLoader:
-    """Make one epoch's batches of `split` ("train" or "test"); same (seed, epoch, rank) gives the same batches.
+    """Make one epoch's batches of `split` ("train", "val" or "test"); same (seed, epoch, rank) gives the same batches.
 
     `train` shuffles (one permutation per (seed, epoch), shared by all ranks, each rank taking its own
     shard) and defaults `drop_last` to True. `augment` applies only when `train` is set; None means no

@@ -225,32 +225,50 @@ def read_png_tree(root: Path, strict: bool) -> tuple[TensorSplit, TensorSplit, l
     return train, test, [str(c) for c in arrays["classes"]], bad
 
 
+def _folder_split(
+    folder: Path, classes: list[str], train_dir: Path, channels: int, size: tuple[int, int], strict: bool
+) -> tuple[FolderSplit, list[Dropped]]:
+    """A val/ or test/ folder as a split over the training classes (a class train/ lacks is an error)."""
+    found = scan_classes(folder)
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise DataError(f"{folder} has classes missing from {train_dir}: {', '.join(unknown)}")
+    samples, bad = drop_incomplete([(p, classes.index(c)) for c, ps in found.items() for p in ps], strict)
+    return FolderSplit(samples, classes, channels, size, strict=strict), bad
+
+
 def read_image_folders(
     root: Path, channels: int, image_size: tuple[int, int], val_split: float, strict: bool
-) -> tuple[FolderSplit, FolderSplit, list[Dropped]]:
-    """Scan an image-folder tree (train/ + val/ or test/, or class folders only) into (train, test, dropped files).
+) -> tuple[FolderSplit, FolderSplit | None, FolderSplit, list[Dropped]]:
+    """Scan an image-folder tree into (train, val or None, test, dropped files).
 
-    With `val_split` > 0 the evaluation split is carved out of train (seeded, per class) and any val/ or
-    test/ folder is not used; a tree without train/ needs `val_split`.
-    """
+    Layouts: train/ + test/ (+ val/): each folder is its split, and `val_split` carves validation out of
+    train/ when there is no val/. train/ + val/ alone: val/ is the test split (nothing selects on it).
+    Class folders only: `val_split` holds out that fraction for test and again for validation (seeded, per
+    class)."""
     train_dir = root / "train" if (root / "train").is_dir() else root
-    eval_dirs = [root / d for d in ("val", "test") if train_dir != root and (root / d).is_dir()]
     found = scan_classes(train_dir)
     classes = list(found)
     samples, bad = drop_incomplete([(p, i) for i, c in enumerate(classes) for p in found[c]], strict)
     train = FolderSplit(samples, classes, channels, image_size, strict=strict)
-    if val_split > 0:
+    has = {d: train_dir != root and (root / d).is_dir() for d in ("val", "test")}
+    if has["val"] and val_split > 0:
+        raise DataError(f"{root} has a val/ folder: leave out val_split, which would carve another one")
+    if not (has["val"] or has["test"]):
+        if val_split <= 0:
+            raise DataError(f"{root} has no train/ with test/ (or val/) folders: pass val_split (e.g. 0.2) to "
+                            "hold out images")  # fmt: skip
         keep, held_out = stratified_split(train.targets, val_split)
-        return train.subset(keep), train.subset(held_out), bad
-    if not eval_dirs:
-        raise DataError(
-            f"{root} has no train/ with val/ or test/ folders: pass val_split (e.g. 0.2) to hold out images"
-        )
-    found_eval = scan_classes(eval_dirs[0])
-    unknown = sorted(set(found_eval) - set(classes))
-    if unknown:
-        raise DataError(f"{eval_dirs[0]} has classes missing from {train_dir}: {', '.join(unknown)}")
-    eval_samples, eval_bad = drop_incomplete(
-        [(p, classes.index(c)) for c, ps in found_eval.items() for p in ps], strict
-    )
-    return train, FolderSplit(eval_samples, classes, channels, image_size, strict=strict), bad + eval_bad
+        test, train = train.subset(held_out), train.subset(keep)
+    else:
+        test, test_bad = _folder_split(root / ("test" if has["test"] else "val"), classes, train_dir, channels,
+                                       image_size, strict)  # fmt: skip
+        bad += test_bad
+    val = None
+    if has["val"] and has["test"]:
+        val, val_bad = _folder_split(root / "val", classes, train_dir, channels, image_size, strict)
+        bad += val_bad
+    elif val_split > 0:
+        keep, held_out = stratified_split(train.targets, val_split)
+        val, train = train.subset(held_out), train.subset(keep)
+    return train, val, test, bad

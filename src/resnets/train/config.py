@@ -53,7 +53,12 @@ class TrainConfig:
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 disables
     grad_clip: float = 0.0
     # data handling
-    val_split: float = 0.0
+    val_split: float = 0.0  # carve this fraction of train (per class, seeded) as the validation split
+    # what selects best.safetensors on validation (default: accuracy); the test split never selects anything
+    monitor: Literal["loss", "accuracy", "balanced_accuracy", "macro_f1", "roc_auc"] | None = None
+    early_stop: int = 0  # stop after this many epochs without a better validation score; 0: off
+    positive: str | None = None  # two classes: the class sensitivity refers to (default: the second)
+    threshold: float = 0.5  # two classes: probability of `positive` from which an image is called positive
     limit: int | None = None  # use at most this many training images (quick runs)
     test_limit: int | None = None  # evaluate on at most this many test images (quick runs)
     strict_data: bool = False
@@ -137,6 +142,8 @@ class TrainConfig:
                 f"stochastic_depth is a probability in [0, 1), got {self.stochastic_depth}",
             ),
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+            (self.early_stop >= 0, f"early_stop is a patience in epochs, >= 0, got {self.early_stop}"),
+            (0 <= self.threshold <= 1, f"threshold is a probability in [0, 1], got {self.threshold}"),
             (
                 0 <= self.freeze_epochs < self.epochs or self.freeze_epochs == 0,
                 "freeze_epochs must be < epochs",

@@ -112,6 +112,11 @@ def reduce_metrics(acc: MetricAccumulator, device: torch.device) -> MetricAccumu
     packed = packed.cpu()
     acc.loss_sum, acc.count, acc.top5_hits = packed[0].item(), int(packed[1]), int(packed[2])
     acc.confusion = packed[3:].round().long().view_as(acc.confusion)
+    if acc.keep_scores:  # every rank's probabilities (for AUCs), concatenated rank by rank
+        gathered: list = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, (acc.probs, acc.targets))
+        acc.probs = [p for probs, _ in gathered for p in probs]
+        acc.targets = [t for _, targets in gathered for t in targets]
     return acc
 
 

@@ -14,14 +14,15 @@ from ..files import atomic_write  # noqa: E402
 
 
 def plot_curves(history: list[dict[str, float]], path: Path) -> None:
-    """Loss and accuracy per epoch, train vs test."""
+    """Loss and accuracy per epoch: train, and validation (or test, when there is no validation split)."""
     epochs = [h["epoch"] for h in history]
+    split = "val" if history and history[0].get("val_loss") not in ("", None) else "test"
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    ax_loss.plot(epochs, [h["test_loss"] for h in history], "o-", label="test")
+    ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], "o-", label=split)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
     ax_acc.plot(epochs, [100 * h["train_acc"] for h in history], "o-", label="train")
-    ax_acc.plot(epochs, [100 * h["test_acc"] for h in history], "o-", label="test")
+    ax_acc.plot(epochs, [100 * h[f"{split}_acc"] for h in history], "o-", label=split)
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
@@ -45,6 +46,32 @@ def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> N
             for j in range(n):
                 ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=7,
                         color="white" if rates[i, j] > 0.5 else "black")  # fmt: skip
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100))
+    plt.close(fig)
+
+
+def plot_roc_pr(result, classes: list[str], path: Path) -> None:  # noqa: ANN001 (an EvalResult)
+    """ROC and precision-recall curves (scikit-learn's), of the positive class for two classes, else one
+    curve per class (one-vs-rest)."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    y, p = result.targets.numpy(), result.probs.double().numpy()
+    shown = [1] if p.shape[1] == 2 else range(p.shape[1])
+    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10, 4))
+    for c in shown:
+        fpr, tpr, _ = roc_curve(y == c, p[:, c])
+        precision, recall, _ = precision_recall_curve(y == c, p[:, c])
+        ax_roc.plot(fpr, tpr, label=classes[c])
+        ax_pr.plot(recall, precision, label=classes[c])
+    ax_roc.plot([0, 1], [0, 1], "k:", lw=1)
+    ax_roc.set(
+        xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)", title="ROC"
+    )
+    ax_pr.set(xlabel="recall", ylabel="precision", title="Precision-recall")
+    for ax in (ax_roc, ax_pr):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 from ..data import DataBundle
 from ..files import atomic_write_text
 from .config import TrainConfig
-from .plots import plot_confusion, plot_curves
+from .plots import plot_confusion, plot_curves, plot_roc_pr
 
 MAX_DROPPED_LISTED = 100
 
@@ -28,45 +29,87 @@ def dropped_section(bundle: DataBundle) -> str:
     return "\n".join(lines) + "\n"
 
 
+def resolved(run_dir: Path) -> str:
+    """Device, precision and layout the run resolved (runtime.json), in words."""
+    path = run_dir / "runtime.json"
+    if not path.is_file():
+        return "recorded in config.json"
+    r = json.loads(path.read_text())
+    return f"{r['precision']} on {r['device']}{', channels_last' if r['channels_last'] else ''}"
+
+
+def fmt(value: object, scale: float = 1.0, digits: int = 4) -> str:
+    """A metric for a table: blank when not measured."""
+    return "" if value in ("", None) else f"{scale * float(value):.{digits}f}"
+
+
+def metrics_section(history) -> str:  # noqa: ANN001 (History: report is imported by run)
+    """Test metrics of the final model (and the validation split's, which selected it)."""
+    rows = [("test", history.final)] + ([("validation", history.val)] if history.val is not None else [])
+    lines = [
+        "| split | accuracy % | balanced accuracy % | macro-F1 | ROC-AUC | PR-AUC | loss |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in rows:
+        lines.append(f"| {name} | {fmt(r.top1, 100, 2)} | {fmt(r.balanced_accuracy, 100, 2)} | {fmt(r.macro_f1)} | "
+                     f"{fmt(r.roc_auc)} | {fmt(r.pr_auc)} | {fmt(r.loss)} |")  # fmt: skip
+    for key, op in history.operating.items():
+        how = "chosen on validation by Youden's J" if key == "youden" else "from --threshold"
+        lines.append(f"\nTest sensitivity {100 * op.sensitivity:.1f}%, specificity {100 * op.specificity:.1f}% at "
+                     f"threshold {op.threshold:.3f} ({how}).")  # fmt: skip
+    return "\n".join(lines)
+
+
 def write_report(run_dir: Path, cfg: TrainConfig, bundle: DataBundle, history) -> Path:
-    """report.md + curves.png + confusion.png in the run folder; returns the report's path."""
+    """report.md + curves.png + confusion.png (+ ROC and PR curves) in the run folder; returns its path."""
     plot_curves(history.epochs, run_dir / "curves.png")
     final = history.final
     plot_confusion(final.confusion, bundle.classes, run_dir / "confusion.png")
-    last = history.epochs[-1]
-    top5 = f" | top-5 {100 * final.top5:.2f}%" if final.top5 is not None else ""
+    curves = ""
+    if final.probs is not None and final.roc_auc is not None:
+        plot_roc_pr(final, bundle.classes, run_dir / "roc_pr.png")
+        curves = "\n![ROC and precision-recall curves on test](roc_pr.png)\n"
+    top5 = f", top-5 {100 * final.top5:.2f}%" if final.top5 is not None else ""
     rows = "\n".join(
-        f"| {e['epoch']} | {e['train_loss']:.4f} | {100 * e['train_acc']:.2f} | {e['test_loss']:.4f} | "
-        f"{100 * e['test_acc']:.2f} | {e['lr']:.4f} | {e['seconds']:.0f} |"
+        f"| {e['epoch']} | {fmt(e['train_loss'])} | {fmt(e['train_acc'], 100, 2)} | {fmt(e.get('val_loss'))} | "
+        f"{fmt(e.get('val_acc'), 100, 2)} | {fmt(e.get('test_loss'))} | {fmt(e.get('test_acc'), 100, 2)} | "
+        f"{e['lr']:.4f} | {e['seconds']:.0f} |"
         for e in history.epochs
     )
+    selected = (
+        f"the epoch with the best validation {cfg.monitor or 'accuracy'} ({len(bundle.val)} validation images)"
+        if bundle.val is not None else "the last epoch: there is no validation split, so nothing was selected"
+    )  # fmt: skip
     text = f"""# Training report: {cfg.model} on {bundle.name}
 
-**Test accuracy {100 * last["test_acc"]:.2f}%** after {last["epoch"]} epochs{top5} (best {100 * history.best_acc:.2f}%),
-{history.seconds / 60:.1f} minutes of training (data loading and evaluation included).
+**Test accuracy {100 * final.top1:.2f}%**{top5} on {final.count} test images, of the model from epoch
+{history.best_epoch} of {len(history.epochs)}: {selected}. The test split was evaluated once, at the end,
+and selected nothing. {history.seconds / 60:.1f} minutes of training (data loading and evaluation included).
 
-- Data: {bundle.name}, {len(bundle.train)} training / {len(bundle.test)} test images, {bundle.num_classes} classes,
+- Data: {bundle.name}, {len(bundle.train)} training{f" / {len(bundle.val)} validation" if bundle.val is not None else ""} / {len(bundle.test)} test images, {bundle.num_classes} classes,
   {bundle.channels} channel(s), {bundle.image_size[0]}x{bundle.image_size[1]} px{f", {bundle.skipped} corrupt images skipped" if bundle.skipped else ""}
 - Recipe: {cfg.optimizer.upper()} lr {cfg.lr if cfg.lr else "auto"} ({cfg.schedule}), batch {cfg.batch_size},
   weight decay {cfg.weight_decay}, label smoothing {cfg.label_smoothing}, crop padding {cfg.augment().crop_padding},
-  flip {cfg.flip}, cutout {cfg.cutout}, mixup {cfg.mixup}, precision {cfg.precision}, seed {cfg.seed}
+  flip {cfg.flip}, cutout {cfg.cutout}, mixup {cfg.mixup}, seed {cfg.seed}; ran as {resolved(run_dir)}
 - Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}
-- Full configuration: `config.json`; per-epoch numbers: `metrics.csv`; weights: `best.safetensors`, `last.safetensors`
+- Full configuration: `config.json`; per-epoch numbers: `metrics.csv`; weights: `last.safetensors`{", `best.safetensors` (the model above)" if bundle.val is not None else " (the model above)"}
+
+{metrics_section(history)}
 
 ![curves](curves.png)
 
-| epoch | train loss | train acc % | test loss | test acc % | lr | seconds |
-|---:|---:|---:|---:|---:|---:|---:|
+| epoch | train loss | train acc % | val loss | val acc % | test loss | test acc % | lr | seconds |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 {rows}
 
-## Per-class results (last epoch)
+## Per-class results on test
 
 ```
 {final.per_class_table(bundle.classes)}
 ```
 
 ![confusion matrix](confusion.png)
-{dropped_section(bundle)}
+{curves}{dropped_section(bundle)}
 Resume an interrupted run with `resnets train --resume {run_dir}`.
 """
     path = run_dir / "report.md"

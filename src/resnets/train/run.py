@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from ..data import DataBundle, make_loader
@@ -27,12 +28,15 @@ from .autotune import fastest_cpu_format
 from .checkpoint import load_state, save_state, save_weights
 from .config import TrainConfig, resume_config
 from .loop import build_model, evaluate, load_data, log, set_frozen, train_one_epoch
-from .metrics import EvalResult
+from .metrics import EvalResult, Operating
 from .optim import default_lr, lr_factor, make_optimizer
 from .runtime import Runtime, cpu_has_bf16, precision_name, resolve_runtime, seed_everything
 from .tboard import log_epoch, open_writer
 
-METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "seconds"]
+# per epoch: validation numbers when there is a validation split (test is then evaluated once, at the end),
+# else test numbers, which draw curves but select nothing
+METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_score", "test_loss", "test_acc",
+                 "lr", "seconds"]  # fmt: skip
 RUNTIME_FILE = "runtime.json"  # what the run resolved on its machine (device, precision, layout)
 
 
@@ -42,9 +46,17 @@ class History:
 
     run_dir: Path | None
     epochs: list[dict[str, float]] = field(default_factory=list)
-    best_acc: float = 0.0
-    model: ResNet | None = None
-    final: EvalResult | None = None
+    best_acc: float = 0.0  # the selected epoch's validation accuracy (0 without a validation split)
+    model: ResNet | None = None  # the final model: best on validation, else the last epoch's
+    final: EvalResult | None = None  # the final model on the test split, evaluated once
+    val: EvalResult | None = None  # the final model on the validation split
+    best_epoch: int | None = None  # the epoch the final model comes from
+    operating: dict[str, Operating] = field(default_factory=dict)  # two classes: "threshold", "youden"
+    config: TrainConfig | None = None  # the settings the run used (a resumed run's, with its changes)
+
+    @property
+    def test_acc(self) -> float:
+        return self.final.top1 if self.final is not None else float("nan")
 
     @property
     def seconds(self) -> float:
@@ -66,6 +78,16 @@ class Run:
     history: History
     start_epoch: int = 0
     step: int = 0
+    best_score: float | None = None  # the best validation score so far (higher is better)
+    since_best: int = 0  # epochs since it improved, for early stopping
+
+    @property
+    def monitor(self) -> str:
+        return self.cfg.monitor or "accuracy"
+
+    @property
+    def eval_split(self) -> str:
+        return "val" if self.bundle.val is not None else "test"
 
     @property
     def eval_model(self) -> nn.Module:
@@ -139,6 +161,7 @@ def open_run(cfg: TrainConfig | None, run_dir: Path, changes: Mapping[str, Any])
     if -(-len(bundle.train) // runtime.world_size) < cfg.batch_size:  # drop_last would leave no batch
         raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {len(bundle.train)} training images "
                          f"({runtime.world_size} process(es)): lower it or use more data")  # fmt: skip
+    check_against_data(cfg, bundle)
     model = build_model(cfg, bundle).to(runtime.device)
     if not known:
         runtime = tune_cpu_format(cfg, runtime, model, bundle)
@@ -154,10 +177,27 @@ def open_run(cfg: TrainConfig | None, run_dir: Path, changes: Mapping[str, Any])
         )
     steps = len(make_loader(bundle, "train", cfg.batch_size, train=True, rank=runtime.rank,
                             world_size=runtime.world_size))  # fmt: skip
-    run = Run(cfg, run_dir, runtime, bundle, model, optimizer, ema, steps, History(run_dir))
+    run = Run(cfg, run_dir, runtime, bundle, model, optimizer, ema, steps, History(run_dir, config=cfg))
     if resuming:
         restore(run, distributed.on_main(partial(load_state, run_dir)))
     return run
+
+
+def check_against_data(cfg: TrainConfig, bundle: DataBundle) -> None:
+    """Options that only make sense with a validation split, or with two classes, refused otherwise."""
+    if bundle.val is None:
+        for flag, value in (("--early-stop", cfg.early_stop), ("--monitor", cfg.monitor)):
+            if value:
+                raise ValueError(f"{flag} selects on a validation split and {bundle.name} has none: add "
+                                 "--val-split F (or a val/ folder); the test split is never used to select")  # fmt: skip
+    if cfg.positive is not None and (bundle.num_classes != 2 or cfg.positive not in bundle.classes):
+        raise ValueError(f"--positive {cfg.positive!r} must name one of two classes; {bundle.name} has "
+                         f"{', '.join(bundle.classes[:10])}")  # fmt: skip
+
+
+def positive_index(cfg: TrainConfig, bundle: DataBundle) -> int:
+    """The class sensitivity refers to: --positive, else the second class (e.g. PNEUMONIA after NORMAL)."""
+    return bundle.classes.index(cfg.positive) if cfg.positive else 1
 
 
 def tune_cpu_format(cfg: TrainConfig, runtime: Runtime, model: ResNet, bundle: DataBundle) -> Runtime:
@@ -202,6 +242,11 @@ def restore(run: Run, state: dict[str, Any]) -> None:
             f"{run.dir} has already trained {run.start_epoch} epochs: --epochs must be at least that"
         )
     run.history.epochs, run.history.best_acc = state["history"], state["best_acc"]
+    scores = [e.get("val_score") for e in run.history.epochs]
+    if any(isinstance(v, float) for v in scores):
+        best = max(range(len(scores)), key=lambda i: scores[i] if isinstance(scores[i], float) else -math.inf)
+        run.best_score, run.since_best = scores[best], len(scores) - 1 - best
+        run.history.best_epoch = run.history.epochs[best]["epoch"]
     torch.set_rng_state(state["rng"])
     if run.runtime.device.type == "cuda" and "cuda_rng" in state:
         torch.cuda.set_rng_state(state["cuda_rng"], run.runtime.device)
@@ -236,7 +281,9 @@ def weights_meta(cfg: TrainConfig, bundle: DataBundle, model: ResNet) -> dict:
 
 def write_metrics(run_dir: Path, epochs: list[dict[str, float]]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
+    writer = csv.DictWriter(
+        buf, fieldnames=METRIC_FIELDS, restval="", extrasaction="ignore"
+    )  # old runs' rows
     writer.writeheader()
     writer.writerows(epochs)
     atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
@@ -244,20 +291,22 @@ def write_metrics(run_dir: Path, epochs: list[dict[str, float]]) -> None:
 
 def check_finite(run: Run, epoch: int, row: dict[str, Any]) -> None:
     """A non-finite loss or weight is divergence, not a result: stop before it is saved as one."""
-    losses_ok = math.isfinite(row["train_loss"]) and math.isfinite(row["test_loss"])
+    eval_loss = row["val_loss"] if row["val_loss"] != "" else row["test_loss"]
+    losses_ok = math.isfinite(row["train_loss"]) and math.isfinite(eval_loss)
     weights_ok = all(
         torch.isfinite(t).all() for t in run.eval_model.state_dict().values() if t.is_floating_point()
     )
     if not (losses_ok and weights_ok):
         kept = "" if epoch == 1 else f"; {run.dir}/last.safetensors holds epoch {epoch - 1}"
         raise RuntimeError(
-            f"training diverged in epoch {epoch} (train loss {row['train_loss']:.4g}, test loss "
-            f"{row['test_loss']:.4g}{'' if weights_ok else ', non-finite weights'}): lower --lr or set --grad-clip{kept}"
+            f"training diverged in epoch {epoch} (train loss {row['train_loss']:.4g}, evaluation loss "
+            f"{eval_loss:.4g}{'' if weights_ok else ', non-finite weights'}): lower --lr or set --grad-clip{kept}"
         )
 
 
-def run_epoch(run: Run, epoch: int, train_model: nn.Module, test_loader) -> tuple[dict[str, Any], EvalResult]:
-    """Train one epoch, evaluate, and return its metrics row and evaluation."""
+def run_epoch(run: Run, epoch: int, train_model: nn.Module, eval_loader) -> tuple[dict[str, Any], EvalResult]:
+    """Train one epoch, evaluate on the validation split (else on test, for the curves only), and return its
+    metrics row and evaluation."""
     cfg, runtime = run.cfg, run.runtime
     t0 = time.perf_counter()
     loader = make_loader(run.bundle, "train", cfg.batch_size, train=True, augment=cfg.augment(),
@@ -270,10 +319,13 @@ def run_epoch(run: Run, epoch: int, train_model: nn.Module, test_loader) -> tupl
         desc=f"epoch {epoch + 1}/{cfg.epochs}",
     )  # fmt: skip
     train_loss, train_acc = distributed.mean_over_ranks([train_loss, train_acc], runtime.device)
-    result = evaluate(run.eval_model, test_loader, run.bundle.num_classes, runtime, tta=cfg.tta)
+    result = evaluate(run.eval_model, eval_loader, run.bundle.num_classes, runtime, tta=cfg.tta)
+    split = run.eval_split
     row = {
-        "epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "test_loss": result.loss,
-        "test_acc": result.top1, "test_top5": result.top5 if result.top5 is not None else "",
+        "epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+        "val_loss": result.loss if split == "val" else "", "val_acc": result.top1 if split == "val" else "",
+        "val_score": result.score(run.monitor) if split == "val" else "",
+        "test_loss": result.loss if split == "test" else "", "test_acc": result.top1 if split == "test" else "",
         "lr": default_lr(cfg) * lr_at(max(run.step - 1, 0)), "seconds": time.perf_counter() - t0,
     }  # fmt: skip
     check_finite(run, epoch + 1, row)
@@ -283,7 +335,7 @@ def run_epoch(run: Run, epoch: int, train_model: nn.Module, test_loader) -> tupl
 def save_epoch(run: Run, row: dict[str, Any], is_best: bool, writer: Any) -> None:
     """Weights (last, and best), metrics and the resumable state, each written atomically (rank 0 only)."""
     weights = run.eval_model.state_dict()
-    meta = weights_meta(run.cfg, run.bundle, run.model) | {"epoch": row["epoch"], "test_acc": row["test_acc"]}
+    meta = weights_meta(run.cfg, run.bundle, run.model) | {"epoch": row["epoch"]}
     save_weights(weights, run.dir / "last.safetensors", meta)
     if is_best:
         save_weights(weights, run.dir / "best.safetensors", meta)
@@ -310,8 +362,64 @@ def write_run_files(run: Run) -> None:
 def describe(run: Run) -> str:
     cfg, runtime, bundle = run.cfg, run.runtime, run.bundle
     fmt = precision_name(runtime.amp_dtype) + (", channels_last" if runtime.channels_last else "")
-    return (f"training {cfg.model} on {bundle.name} ({len(bundle.train)} train / {len(bundle.test)} test images, "
-            f"{bundle.num_classes} classes) for {cfg.epochs} epochs on {runtime.device} ({fmt}) -> {run.dir}")  # fmt: skip
+    val = f"{len(bundle.val)} val / " if bundle.val is not None else ""
+    selection = (f"the best epoch by validation {run.monitor}" + (f", early stop after {cfg.early_stop}" if cfg.early_stop else "")
+                 if bundle.val is not None else "the last epoch (no validation split: nothing is selected)")  # fmt: skip
+    return (f"training {cfg.model} on {bundle.name} ({len(bundle.train)} train / {val}{len(bundle.test)} test images, "
+            f"{bundle.num_classes} classes) for {cfg.epochs} epochs on {runtime.device} ({fmt}) -> {run.dir}; "
+            f"the model kept is {selection}")  # fmt: skip
+
+
+def select(run: Run, row: dict[str, Any], result: EvalResult) -> bool:
+    """Whether this epoch is the best so far on validation (strictly better: ties keep the earlier one)."""
+    if run.eval_split != "val":
+        return False
+    score = row["val_score"]
+    if run.best_score is not None and score <= run.best_score:
+        run.since_best += 1
+        return False
+    run.best_score, run.since_best = score, 0
+    run.history.best_acc, run.history.best_epoch = result.top1, row["epoch"]
+    return True
+
+
+def log_row(run: Run, row: dict[str, Any]) -> None:
+    split = run.eval_split
+    log(run.cfg, run.runtime, f"epoch {row['epoch']:>3}/{run.cfg.epochs}  train loss {row['train_loss']:.4f} acc "
+        f"{100 * row['train_acc']:.2f}%  {split} loss {row[f'{split}_loss']:.4f} acc {100 * row[f'{split}_acc']:.2f}%"
+        f"  lr {row['lr']:.4f}  {row['seconds']:.0f}s")  # fmt: skip
+
+
+def eval_loader(run: Run, split: str):  # noqa: ANN201 (a BatchLoader)
+    cfg, runtime = run.cfg, run.runtime
+    return make_loader(run.bundle, split, max(cfg.batch_size, 256), train=False, device=runtime.device,
+                       workers=cfg.workers, channels_last=runtime.channels_last)  # fmt: skip
+
+
+def finish(run: Run, last: EvalResult) -> None:
+    """The final model (best on validation, else the last epoch's) evaluated once on test; for two classes,
+    sensitivity and specificity at --threshold and at the threshold Youden's J picks on validation."""
+    history, cfg, runtime, bundle = run.history, run.cfg, run.runtime, run.bundle
+    if bundle.val is not None and history.best_epoch is not None:
+        best = distributed.on_main(partial(load_file, str(run.dir / "best.safetensors")))
+        run.eval_model.load_state_dict(best)
+        history.val = evaluate(
+            run.eval_model, eval_loader(run, "val"), bundle.num_classes, runtime, tta=cfg.tta
+        )
+        history.final = evaluate(
+            run.eval_model, eval_loader(run, "test"), bundle.num_classes, runtime, tta=cfg.tta
+        )
+    else:
+        history.best_epoch, history.final = history.epochs[-1]["epoch"], last
+    history.model = run.eval_model
+    if bundle.num_classes == 2 and history.final.probs is not None:
+        positive = positive_index(cfg, bundle)
+        history.operating["threshold"] = history.final.operating_point(positive, cfg.threshold)
+        if history.val is not None and history.val.probs is not None:
+            chosen = history.val.youden_threshold(positive)
+            history.operating["youden"] = history.final.operating_point(positive, chosen)
+    log(cfg, runtime, f"test accuracy {100 * history.final.top1:.2f}% ({len(bundle.test)} images) of the model "
+        f"from epoch {history.best_epoch}")  # fmt: skip
 
 
 def _fit(run: Run) -> History:
@@ -321,38 +429,41 @@ def _fit(run: Run) -> History:
     if runtime.is_main:
         write_run_files(run)
     writer = open_writer(run.dir) if runtime.is_main else None  # TensorBoard, when installed
-    test_loader = make_loader(run.bundle, "test", max(cfg.batch_size, 256), train=False, device=runtime.device,
-                              workers=cfg.workers, channels_last=runtime.channels_last)  # fmt: skip
+    loader = eval_loader(run, run.eval_split)
     log(cfg, runtime, describe(run))
     if runtime.world_size > 1:
         log(cfg, runtime, f"distributed: {runtime.world_size} processes x batch {cfg.batch_size} = global batch "
             f"{runtime.world_size * cfg.batch_size}, peak lr {default_lr(cfg):g}")  # fmt: skip
     freeze_until = cfg.epochs if cfg.freeze else cfg.freeze_epochs
-    train_model, frozen = (
-        run.model,
-        None,
-    )  # (re)built when freezing changes: DDP syncs the trainable params only
+    # rebuilt when freezing changes: DDP syncs the trainable params only
+    train_model, frozen, result = run.model, None, None
     try:
         for epoch in range(run.start_epoch, cfg.epochs):
+            if cfg.early_stop and run.since_best >= cfg.early_stop:
+                log(
+                    cfg,
+                    runtime,
+                    f"early stop: validation {run.monitor} has not improved for {run.since_best} epochs",
+                )
+                break
             if frozen != (epoch < freeze_until):
                 frozen = epoch < freeze_until
                 set_frozen(run.model, frozen)
                 train_model = distributed.wrap(run.model, runtime.device)
                 train_model = torch.compile(train_model) if cfg.compile else train_model
-            row, result = run_epoch(run, epoch, train_model, test_loader)
+            row, result = run_epoch(run, epoch, train_model, loader)
             history.epochs.append(row)
-            is_best = result.top1 >= history.best_acc
-            history.best_acc = max(history.best_acc, result.top1)
-            log(cfg, runtime, f"epoch {epoch + 1:>3}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc "
-                f"{100 * row['train_acc']:.2f}%  test loss {result.loss:.4f} acc {100 * result.top1:.2f}%  "
-                f"lr {row['lr']:.4f}  {row['seconds']:.0f}s")  # fmt: skip
+            is_best = select(run, row, result)
+            log_row(run, row)
             if runtime.is_main:
                 save_epoch(run, row, is_best, writer)
-            history.final = result
     finally:
         if writer is not None:
             writer.close()
-    history.model = run.eval_model
-    if runtime.is_main and history.final is not None:
-        write_report(run.dir, cfg, run.bundle, history)
+    if result is None and run.eval_split == "test" and history.epochs:  # resumed after the last epoch
+        result = evaluate(run.eval_model, loader, run.bundle.num_classes, runtime, tta=cfg.tta)
+    if history.epochs:
+        finish(run, result)
+        if runtime.is_main:
+            write_report(run.dir, cfg, run.bundle, history)
     return history

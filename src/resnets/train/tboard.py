@@ -27,6 +27,6 @@ def log_epoch(writer: Any | None, row: dict[str, Any]) -> None:
         if key == "epoch" or value == "" or value is None:
             continue
         split, _, name = key.partition("_")
-        tag = f"{name}/{split}" if split in ("train", "test") else key
+        tag = f"{name}/{split}" if split in ("train", "val", "test") else key
         writer.add_scalar(tag, float(value), epoch)
     writer.flush()
