@@ -9,8 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resnets import machine
 from resnets.machine import bf16_native
-from resnets.train.runtime import choose_precision, set_cudnn_autotune
+from resnets.train.config import TrainConfig
+from resnets.train.runtime import AMP_DTYPES, choose_precision, resolve_runtime, set_cudnn_autotune
 from resnets.train.step import MixedTargets, classification_loss, training_step
 
 
@@ -66,6 +68,27 @@ def test_fp16_is_refused_off_cuda_and_unknown_names_are_rejected() -> None:
 def test_cpu_bf16_fact_drives_the_cpu_decision() -> None:
     native = bf16_native(torch.device("cpu"))
     assert choose_precision("cpu", "auto", None, native) == ("bf16" if native else "fp32")
+
+
+@pytest.mark.parametrize(
+    ("capability", "native"), [((6, 0), False), ((7, 5), False), ((8, 0), True), ((9, 0), True)]
+)
+def test_gpu_bf16_is_native_from_ampere_on(monkeypatch: pytest.MonkeyPatch, capability, native: bool) -> None:
+    """What the benchmark reports and measures bf16 by: the capability, not is_bf16_supported()."""
+    monkeypatch.setattr(machine, "cuda_capability", lambda device: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # as on a T4
+    assert machine.bf16_native(torch.device("cuda")) is native
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cpu_runtime_has_no_scaler(precision: str) -> None:
+    runtime = resolve_runtime(TrainConfig(device="cpu", precision=precision))
+    assert runtime.scaler is None and runtime.amp_dtype == AMP_DTYPES[precision]
+
+
+def test_cpu_runtime_refuses_fp16() -> None:
+    with pytest.raises(ValueError, match="fp16 training needs a CUDA GPU"):
+        resolve_runtime(TrainConfig(device="cpu", precision="fp16"))
 
 
 def test_cudnn_autotune_switch() -> None:
