@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,3 +109,12 @@ def test_steps_that_do_not_fit_are_skipped_with_a_reason(tmp_path: Path) -> None
     assert all(
         s["status"] == "skipped" and "s left" in s["reason"] for n, s in steps.items() if n != STEPS[-1]
     )
+
+
+def test_child_runs_are_stopped_at_their_limit_and_failures_carry_stderr() -> None:
+    start = time.monotonic()
+    with pytest.raises(gpu_suite.TimedOut):
+        gpu_suite.run_child(["-c", "import time; time.sleep(30)"], 1.0, None)
+    assert time.monotonic() - start < 20
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        gpu_suite.run_child(["-c", "1 / 0"], 30.0, None)
