@@ -57,7 +57,8 @@ class ResNet(nn.Module):
         self.bn1 = nn.Identity() if spec.preact else nn.BatchNorm2d(spec.stem_channels)
         self.relu = nn.Identity() if spec.preact else nn.ReLU(inplace=True)
         self.maxpool = stem_pool(spec)
-        # the ImageNet stems halve the image, then max-pool; the CIFAR stem keeps full resolution
+        # timm's feature_info: channels and stride (`reduction`) of each level a backbone returns, the stem's
+        # first. The ImageNet stems halve the image, then max-pool; the CIFAR stem keeps full resolution.
         reduction = 1 if spec.stem == "cifar" else 2
         levels = [{"num_chs": spec.stem_channels, "reduction": reduction, "module": "relu"}]
         reduction *= 1 if spec.stem == "cifar" else 2
@@ -87,7 +88,7 @@ class ResNet(nn.Module):
         self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.reset_classifier(num_classes)
         self.reset_parameters(zero_init_residual)
-        self.register_forward_pre_hook(check_image)
+        self.register_forward_pre_hook(check_image)  # at the edge, not in forward: see check_image
 
     @property
     def stages(self) -> list[nn.Sequential]:

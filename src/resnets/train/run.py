@@ -234,6 +234,8 @@ def restore(run: Run, state: dict[str, Any]) -> None:
         run.optimizer.load_state_dict(state["optimizer"])
         if run.ema is not None:
             run.ema.load_state_dict(state["ema"])
+        if run.runtime.scaler is not None and "scaler" in state:  # fp16: the loss scale goes on as it was
+            run.runtime.scaler.load_state_dict(state["scaler"])
     except (RuntimeError, ValueError, KeyError) as e:
         raise ValueError(f"{run.dir}/state.pt does not match the run's config.json ({e})") from None
     run.start_epoch, run.step = state["epoch"], state["step"]
@@ -346,6 +348,7 @@ def save_epoch(run: Run, row: dict[str, Any], is_best: bool, writer: Any) -> Non
         "ema": run.ema.state_dict() if run.ema is not None else {}, "epoch": row["epoch"], "step": run.step,
         "history": run.history.epochs, "best_acc": run.history.best_acc, "rng": torch.get_rng_state(),
         **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+        **({"scaler": run.runtime.scaler.state_dict()} if run.runtime.scaler is not None else {}),
     })  # fmt: skip
     log_epoch(writer, row)
 
