@@ -6,12 +6,10 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from resnets.data import load_dataset
@@ -25,13 +23,6 @@ import pack_cifar  # noqa: E402
 
 STEPS = ["check_models", "check_learns", "check_export", "matmul_peak", "train_eager", "infer_eager", "train_compiled",
          "infer_compiled", "tta_fashion_mnist", "tta_d2l", "tta_cifar10", "experiment:degradation"]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)  # the dry run sets one thread
 
 
 def png_tree(root: Path, per_class: dict[str, int]) -> dict[tuple[str, str, str], np.ndarray]:

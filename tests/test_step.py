@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,9 +12,13 @@ from torch import nn
 
 from resnets import machine
 from resnets.machine import bf16_native
+from resnets.train import fit
+from resnets.train.checkpoint import load_state
 from resnets.train.config import TrainConfig
-from resnets.train.runtime import AMP_DTYPES, choose_precision, resolve_runtime, set_cudnn_autotune
+from resnets.train.runtime import AMP_DTYPES, Runtime, choose_precision, resolve_runtime, set_cudnn_autotune
 from resnets.train.step import MixedTargets, classification_loss, training_step
+
+FASHION = Path(__file__).parent / "fixtures" / "fashion-mnist"
 
 
 def tiny_net() -> nn.Module:
@@ -202,3 +207,24 @@ def test_grad_scaler_state_round_trips() -> None:
     assert restored.get_scale() == 256.0 and restored.state_dict()["_growth_tracker"] == 2
     training_step(net, optimizer, x.float(), y, scaler=restored)
     assert restored.get_scale() == 512.0  # the third finite step in a row grows it, as it would have
+
+
+def test_fp16_loss_scale_is_checkpointed_and_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run with a GradScaler (fp16 on a GPU; PyTorch's CPU scaler here) saves its scale with every epoch and
+    a resumed run goes on from it: with growth every finite step, the scale counts the steps taken."""
+    from resnets.train import run as run_module
+
+    def runtime_with_scaler(cfg: TrainConfig) -> Runtime:
+        scaler = torch.amp.GradScaler("cpu", init_scale=1.0, growth_interval=1)
+        return Runtime(torch.device("cpu"), None, False, scaler=scaler)
+
+    monkeypatch.setattr(run_module, "resolve_runtime", runtime_with_scaler)
+    out = tmp_path / "run"
+    cfg = TrainConfig(model="cifar_resnet20", data="fashion-mnist", data_root=str(FASHION), epochs=1, batch_size=16,
+                      limit=48, test_limit=16, image_size=8, precision="fp32", channels_last=False, out=str(out),
+                      quiet=True, workers=0)  # fmt: skip
+    fit(cfg)
+    steps = 48 // 16
+    assert load_state(out)["scaler"]["scale"] == 2.0**steps
+    fit(resume=out, changes={"epochs": 2})  # a fresh scaler at 1.0, unless the checkpoint's is loaded
+    assert load_state(out)["scaler"]["scale"] == 2.0 ** (2 * steps)
