@@ -47,7 +47,7 @@ class TrainConfig:
     shortcut: Literal["A", "B", "C"] | None = None  # override the model's skip connection (paper options)
     spec_overrides: dict[str, Any] | None = None  # ResNetSpec fields to change, e.g. {"stem": "cifar"}
     # speed
-    precision: Precision = "auto"  # GPUs: bf16 (fp16 if unsupported); CPUs: the faster of fp32/bf16, timed
+    precision: Precision = "auto"  # GPUs: bf16 from capability 8.0, else fp16 + GradScaler; CPUs: fp32/bf16, timed
     channels_last: bool | None = None  # default: on for CUDA; on a CPU the faster, timed (see precision)
     compile: bool = False
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 disables
