@@ -11,8 +11,8 @@ import re
 import sys
 from pathlib import Path
 
-from resnets.bench.machine import cpu_model
 from resnets.cli import main
+from resnets.machine import cpu_model
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -22,13 +22,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from resnets.bench.machine import cpu_model
 from resnets.data import AugmentConfig, load_dataset, make_loader
+from resnets.machine import cpu_has_bf16, cpu_model
 from resnets.models import create_model
 from resnets.train import TrainConfig, train_one_epoch
 from resnets.train.autotune import fastest_cpu_format
 from resnets.train.optim import make_optimizer
-from resnets.train.runtime import Runtime, cpu_has_bf16, precision_name
+from resnets.train.runtime import Runtime, precision_name
 
 
 class PerImage(Dataset):
