@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import struct
 import zlib
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 from torch import nn
 
 from resnets import create_model
@@ -25,7 +27,7 @@ from resnets.train import progress as progress_module
 from resnets.train.progress import StatusLines, progress
 from resnets.train.report import dropped_section
 from resnets.train.runtime import Runtime
-from resnets.trained import Trained, load_image
+from resnets.trained import Trained, load_image, load_trained
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +99,7 @@ def test_colour_modes_follow_one_rule(tmp_path: Path) -> None:
     palette.save(tmp_path / "p.png")
     assert torch.equal(
         read_image(tmp_path / "p.png", 3).permute(1, 2, 0),
-        torch.from_numpy(np.asarray(palette.convert("RGB"))),
+        torch.from_numpy(np.array(palette.convert("RGB"))),
     )
 
 
@@ -108,6 +110,34 @@ def test_16_bit_is_scaled_to_8_bit(tmp_path: Path, suffix: str) -> None:
     assert decoded.dtype == torch.uint8
     assert decoded[0].tolist() == [[0, 1, 1, 128], [254, 255, 255, 0]]  # round(v / 257)
     assert torch.equal(read_image(tmp_path / f"x{suffix}", 3), decoded.expand(3, -1, -1))
+
+
+def png_rgb16(path: Path, values: np.ndarray) -> Path:
+    """Write a 16-bit-per-channel RGB PNG (which Pillow reads but cannot write) holding (H, W, 3) `values`."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width, _ = values.shape
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in values)  # filter 0, big-endian samples
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_16_bit_rgb_png_and_32_bit_gray_tiff_are_scaled(tmp_path: Path) -> None:
+    values = np.array([[[0, 255, 256], [65535, 32768, 65280]]])
+    decoded = read_image(png_rgb16(tmp_path / "rgb16.png", values), 3)
+    assert decoded.permute(1, 2, 0).tolist() == [[[0, 0, 1], [255, 128, 255]]]  # the high byte
+    wide = np.array([[0, 257, 65535, 70000, -5]], dtype=np.int32)  # mode "I": clipped to 16 bits, then scaled
+    Image.fromarray(wide).save(tmp_path / "i32.tif")
+    assert Image.open(tmp_path / "i32.tif").mode == "I"
+    assert read_image(tmp_path / "i32.tif", 1)[0].tolist() == [[0, 1, 255, 255, 0]]
 
 
 def test_multi_page_tiff_gives_its_first_page(tmp_path: Path) -> None:
@@ -144,24 +174,30 @@ def test_large_jpeg_decodes_reduced_but_not_below_min_side(tmp_path: Path) -> No
     assert read_image(path, 1, min_side=100).shape == (1, 120, 160)
 
 
-def trained_for(channels: int, size: int = 8) -> Trained:
-    model = create_model("cifar_resnet20", num_classes=2, in_channels=channels)
-    return Trained(model.eval(), ["a", "b"], (0.5,) * channels, (0.25,) * channels, (size, size), Path("w"))
+def trained_for(channels: int, folder: Path) -> Trained:
+    """A model as `predict` loads it: from a plain weights file (ImageNet normalisation, the model's input size)."""
+    path = folder / f"weights{channels}.safetensors"
+    save_file(create_model("cifar_resnet20", num_classes=2, in_channels=channels).state_dict(), path)
+    return load_trained(path, model="cifar_resnet20", num_classes=2, in_channels=channels)
 
 
 def test_predict_loads_16_bit_images_in_range(tmp_path: Path) -> None:
-    path = gray16(tmp_path / "x.png", np.full((16, 16), 65535))
+    path = gray16(tmp_path / "x.png", np.full((40, 40), 65535))
     for channels in (1, 3):
-        image = load_image(path, trained_for(channels))
-        assert image.shape == (channels, 8, 8)
-        assert torch.allclose(image, torch.full_like(image, (1.0 - 0.5) / 0.25))  # white, normalised
+        trained = trained_for(channels, tmp_path)
+        image = load_image(path, trained)
+        assert image.shape == (channels, *trained.image_size)
+        white = (1 - torch.tensor(trained.mean)) / torch.tensor(
+            trained.std
+        )  # 65535 is white: 1.0 before normalising
+        assert torch.allclose(image, white.view(-1, 1, 1).expand_as(image), atol=1e-5)
 
 
 def test_predict_refuses_a_non_image_with_its_path(tmp_path: Path) -> None:
     path = tmp_path / "x.png"
     path.write_bytes(b"not an image at all")
     with pytest.raises(ValueError, match=f"cannot decode {path}"):
-        load_image(path, trained_for(3))
+        load_image(path, trained_for(3, tmp_path))
 
 
 # --- which files a data set keeps -----------------------------------------------------------------------------
@@ -214,7 +250,12 @@ def test_valid_files_kept_truncated_dropped_with_reason(tmp_path: Path) -> None:
         UserWarning, match=r"skipped 1 corrupt or truncated image\(s\).*cut\.jpeg \(no JPEG end marker"
     ):
         bundle = load_dataset(f"folder:{tmp_path / 'data'}", val_split=0.3, image_size=16)
-    kept = {path for path, _ in bundle.train.samples + bundle.test.samples}
+    kept = {
+        path
+        for split in (bundle.train, bundle.val, bundle.test)
+        if split is not None
+        for path, _ in split.samples
+    }
     assert kept == set(files.values()) - {files["truncated"]}
     assert [path for path, _ in bundle.dropped] == [files["truncated"]] and bundle.skipped == 1
     assert "decoding failed" in bundle.dropped[0].reason
@@ -310,8 +351,10 @@ def test_folder_of_bmp_and_tif_trains_with_progress_lines(
     )  # fmt: skip
     with pytest.warns(UserWarning, match="skipped 1 corrupt"):
         history = fit(cfg)
-    assert math.isfinite(history.epochs[0]["train_loss"]) and math.isfinite(history.epochs[0]["test_loss"])
-    err = capsys.readouterr().err
-    assert "epoch 1/1: 1/2 batches (50%) loss=" in err and "epoch 1/1: 2/2 batches (100%)" in err
+    assert math.isfinite(history.epochs[0]["train_loss"])
+    lines = re.findall(
+        r"epoch 1/1: (\d+)/(\d+) batches \(\d+%\) loss=\d\.\d+ .* elapsed, ETA ", capsys.readouterr().err
+    )
+    assert lines and lines[-1][0] == lines[-1][1], "a status line after every batch, the last one at the end"
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Images left out (1)" in report and str(files["truncated"]) in report
