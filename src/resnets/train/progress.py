@@ -37,9 +37,6 @@ class StatusLines:
         self.interval = STATUS_INTERVAL if interval is None else interval
         self.postfix: dict[str, object] = {}
 
-    def __len__(self) -> int:
-        return len(self.iterable)
-
     def set_postfix(self, **values: object) -> None:
         """Values to show on the next line (as tqdm's `set_postfix`)."""
         self.postfix = values
