@@ -93,9 +93,9 @@ def test_fashion_limit_val_split_and_channels() -> None:
     limited = load_dataset("fashion-mnist", FASHION, limit=105)
     assert len(limited.train) == 105
     assert torch.bincount(limited.train.labels).min() == 10
-    held_out = load_dataset("fashion-mnist", FASHION, val_split=0.1)
-    assert (len(held_out.train), len(held_out.test)) == (3600, 400)
-    assert torch.bincount(held_out.test.labels).tolist() == [40] * 10
+    held_out = load_dataset("fashion-mnist", FASHION, val_split=0.1)  # validation from train; test stays
+    assert (len(held_out.train), len(held_out.val), len(held_out.test)) == (3600, 400, 1000)
+    assert torch.bincount(held_out.val.labels).tolist() == [40] * 10
     rgb = load_dataset("fashion-mnist", FASHION, channels=3, limit=20)
     assert rgb.channels == 3 and rgb.train.images.shape[1] == 3 and len(rgb.mean) == 3
     assert torch.equal(rgb.train.images[:, 0], rgb.train.images[:, 2])
@@ -128,11 +128,14 @@ def test_cifar_png_tree_and_cache(isolated_env: Path, monkeypatch: pytest.Monkey
 
 
 def test_folder_with_val_split() -> None:
-    bundle = load_dataset(f"folder:{CIFAR / 'train'}", val_split=0.2, image_size=40)
+    """Class folders only: 20% held out for test (4 of 20 per class), then 20% of the rest for validation."""
+    with pytest.warns(UserWarning, match="too few to select"):
+        bundle = load_dataset(f"folder:{CIFAR / 'train'}", val_split=0.2, image_size=40)
     assert isinstance(bundle.train, FolderSplit) and len(bundle.classes) == 10
-    assert (len(bundle.train), len(bundle.test)) == (160, 40)
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (130, 30, 40)
     assert sorted(bundle.test.targets) == [c for c in range(10) for _ in range(4)]
-    assert not {p for p, _ in bundle.train.samples} & {p for p, _ in bundle.test.samples}
+    splits = [{p for p, _ in split.samples} for split in (bundle.train, bundle.val, bundle.test)]
+    assert not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
     assert bundle.mean == (0.485, 0.456, 0.406) and bundle.image_size == (40, 40)
     image, label = bundle.test[0]
     assert image.shape == (3, 40, 40) and image.dtype == torch.uint8 and isinstance(label, int)

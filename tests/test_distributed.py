@@ -6,6 +6,7 @@ Run as a script (by torchrun), this file is the worker of `test_ddp_steps_equal_
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import socket
@@ -35,7 +36,7 @@ TINY_FLAGS = ["--data-root", str(FIXTURE), "--limit", "64", "--epochs", "2", "--
               "--precision", "fp32", "--crop-padding", "0", "--no-flip", "--workers", "0", "--device", "cpu",
               "--seed", "3", "--batch-size", "32", "--sync-bn"]  # fmt: skip
 RUN_FILES = {"config.json", "runtime.json", "metrics.csv", "last.safetensors", "state.pt",
-             "report.md", "curves.png", "confusion.png", "tensorboard"}  # fmt: skip
+             "report.md", "curves.png", "confusion.png", "roc_pr.png", "tensorboard"}  # fmt: skip
 
 
 def torchrun(*args: str) -> list[str]:
@@ -148,10 +149,15 @@ def test_ddp_run_matches_one_process_with_the_global_batch(
     # the whole command in fp32: the first step's loss (sync-bn statistics, sharding) and the test loss after
     # it (gradients, LR) agree; later fp32 rounding grows (see the float64 test for exact equality)
     ddp_run = next(next(home / "runs" for home in two_nodes if (home / "runs").exists()).iterdir())
-    ddp_epoch, single_epoch = ([float(v) for v in (run / "metrics.csv").read_text().splitlines()[1].split(",")[:5]]
-                               for run in (ddp_run, single))  # fmt: skip
-    assert ddp_epoch[1] == pytest.approx(single_epoch[1], rel=1e-6)  # train loss of step 1
-    assert ddp_epoch[3] == pytest.approx(single_epoch[3], rel=1e-4)  # test loss after step 1
+    ddp_epoch, single_epoch = (
+        next(csv.DictReader((run / "metrics.csv").open())) for run in (ddp_run, single)
+    )
+    assert float(ddp_epoch["train_loss"]) == pytest.approx(
+        float(single_epoch["train_loss"]), rel=1e-6
+    )  # step 1
+    assert float(ddp_epoch["test_loss"]) == pytest.approx(
+        float(single_epoch["test_loss"]), rel=1e-4
+    )  # after it
 
 
 def test_killed_worker_is_restarted_and_resumes(tmp_path: Path, two_nodes: tuple[Path, Path]) -> None:

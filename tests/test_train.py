@@ -226,20 +226,37 @@ def test_freeze_trains_only_the_head(tmp_path: Path, capture: dict) -> None:
     assert torch.equal(init["layer3.1.bn2.bias"], source["layer3.1.bn2.bias"])
     assert init["conv1.weight"].shape[1] == 1  # RGB stem adapted to Fashion-MNIST's gray
     body = [k for k in init if not is_head(k)]
-    assert len(body) > 50
-    for key in body:
+    convs = [k for k in body if k.endswith(".weight") and init[k].ndim == 4]
+    norms = [k for k in body if k not in convs]  # BatchNorm scales and shifts
+    assert len(convs) == 19 and len(norms) == 38  # ResNet-20: stem + 18 block convs, each with a BN
+    for key in convs:
         assert torch.equal(after[key], init[key]), f"frozen {key} changed"
+    assert all(not torch.equal(after[k], init[k]) for k in norms), (
+        "BatchNorm is trainable by default (fastai)"
+    )
     assert not torch.equal(after["fc.weight"], init["fc.weight"]), "the head did not train"
     assert after["fc.weight"].shape == (10, 64)
+
+
+def test_freeze_without_train_bn_freezes_batchnorm_too(tmp_path: Path, capture: dict) -> None:
+    weights = pretrained_cifar_file(tmp_path / "pretrained.pth")
+    with pytest.warns(UserWarning, match="classifier re-initialised"):
+        fit(TrainConfig(**tiny(tmp_path / "run", weights=str(weights), freeze=True, train_bn=False, lr=0.05)))
+    init, after = capture["init"], capture["epoch1"]
+    for key in (k for k in init if not is_head(k)):
+        assert torch.equal(after[key], init[key]), f"frozen {key} changed"
 
 
 def test_freeze_epochs_unfreezes_the_body_after_the_head_phase(tmp_path: Path, capture: dict) -> None:
     weights = pretrained_cifar_file(tmp_path / "pretrained.pth")
     with pytest.warns(UserWarning, match="classifier re-initialised"):
-        fit(TrainConfig(**tiny(tmp_path / "run", weights=str(weights), freeze_epochs=1, epochs=2, lr=0.05)))
+        history = fit(
+            TrainConfig(**tiny(tmp_path / "run", weights=str(weights), freeze_epochs=1, epochs=1, lr=0.05))
+        )
+    assert len(history.epochs) == 2, "fastai's fine_tune(1, freeze_epochs=1): one frozen epoch, then one more"
     init, first, second = capture["init"], capture["epoch1"], capture["epoch2"]
     body = [k for k in init if not is_head(k)]
-    for key in body:
+    for key in (k for k in body if init[k].ndim == 4):
         assert torch.equal(first[key], init[key]), f"{key} changed while frozen"
     assert not torch.equal(first["fc.weight"], init["fc.weight"])
     changed = [k for k in body if not torch.equal(second[k], first[k])]

@@ -12,7 +12,7 @@ from typing import Literal, get_args, get_origin, get_type_hints
 
 from .experiments.options import BUDGETS, DATA_SETS, EXPERIMENTS
 from .models import create_model, get_entry, list_models, summarize
-from .train.config import PRESETS, RESUMABLE, TrainConfig, apply_preset
+from .train.config import HELP, PRESETS, RESUMABLE, TrainConfig, apply_preset
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -117,21 +117,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Top-k classes with probabilities for image files, folders or glob patterns; unreadable images are
-    reported on stderr one line each (exit 2) without hiding the others' answers."""
-    from .trained import load_trained, predict
+    """Top-k classes with probabilities for image files, folders or glob patterns, in batches; unreadable
+    images are reported on stderr one line each (exit 2) without hiding the others' answers. With --output
+    the answers go to a CSV or JSON file instead of stdout."""
+    from .files import atomic_write_text
+    from .train.progress import progress
+    from .trained import expand_images, load_trained, predict, predictions_csv
 
+    if args.output and Path(args.output).suffix not in (".csv", ".json"):
+        raise ValueError(f"--output {args.output}: write .csv or .json")
     trained = load_trained(args.weights, args.model, args.num_classes, args.in_channels)
-    done = failed = 0
-    for path, top in predict(trained, args.images, args.top_k):
+    paths = expand_images(args.images)
+    if not paths:
+        raise ValueError(f"no image files found in {' '.join(args.images)}")
+    answers, failed = [], 0
+    shown = progress(
+        predict(trained, paths, args.top_k, args.batch_size), "predict", enabled=bool(args.output)
+    )
+    for path, top in shown:
         if isinstance(top, Exception):
             print(f"resnets predict: error: {path}: {one_line(top)}", file=sys.stderr)
             failed += 1
+        elif args.output:
+            answers.append((path, top))
         else:
             print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
-        done += 1
-    if done == 0:
-        raise ValueError(f"no image files found in {' '.join(args.images)}")
+    if args.output:
+        rows = [
+            {"image": str(p), "top": [{"class": c, "probability": q} for c, q in top]} for p, top in answers
+        ]
+        text = predictions_csv(answers) if args.output.endswith(".csv") else json.dumps(rows, indent=1)
+        atomic_write_text(args.output, text)
+        print(
+            f"wrote {len(answers)} predictions to {args.output}"
+            + (f"; {failed} image(s) failed" if failed else "")
+        )
     return 2 if failed else 0
 
 
@@ -160,6 +180,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from .deploy import FORMATS, export_model, fuse_bn, load_exported
     from .deploy.export import check_format
+    from .files import atomic_write_text
     from .trained import load_trained, resolve_weights
 
     check_format(args.format, args.out)
@@ -175,8 +196,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     x = torch.randn(3, *size)  # a batch size other than the export example's: the batch must stay dynamic
     with torch.no_grad():
         diff = (load_exported(path)(x) - model(x)).abs().max().item()
+    sidecar = atomic_write_text(Path(f"{path}.json"), json.dumps(trained.preprocessing(), indent=1))
     print(
         f"wrote {path} ({args.format}, input N x {' x '.join(map(str, size))}; max |diff| vs PyTorch {diff:.1e})"
+        f" and its preprocessing (resize, crop, mean, std, classes) to {sidecar}"
     )
     return 0
 
@@ -251,16 +274,17 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: frozenset[str] = fro
             else [t for t in get_args(hint) or (hint,) if t is not type(None)]
         )
         if kinds == [bool]:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=f"{HELP[f.name]} (default: {f.default})" if f.name in HELP else None)  # fmt: skip
         elif get_origin(kinds[0]) is Literal:
             parser.add_argument(flag, choices=get_args(kinds[0]), default=argparse.SUPPRESS,
-                                help=f"default: {f.default}")  # fmt: skip
+                                help=f"{HELP.get(f.name, '')} (default: {f.default})")  # fmt: skip
         elif get_origin(kinds[0]) is dict:  # e.g. --spec-overrides '{"stem": "cifar"}'
             parser.add_argument(flag, type=json.loads, default=argparse.SUPPRESS, metavar="JSON",
                                 help=f"JSON object, default: {f.default}")  # fmt: skip
         else:
             parser.add_argument(flag, type=kinds[0], default=argparse.SUPPRESS, metavar=kinds[0].__name__.upper(),
-                                help=f"default: {f.default}")  # fmt: skip
+                                help=f"{HELP.get(f.name, '')} (default: {f.default})")  # fmt: skip
 
 
 def add_foreign_weights_options(p: argparse.ArgumentParser) -> None:
@@ -371,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
         "images", nargs="+", help="image files, folders (every image below) or quoted glob patterns"
     )
     p.add_argument("--top-k", type=positive_int, default=5)
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--output", default=None, metavar="FILE", help="write the answers to FILE (.csv or .json)")
     add_foreign_weights_options(p)
     p.set_defaults(handler=cmd_predict)
 

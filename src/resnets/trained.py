@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import glob
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from .data.bundle import convert_stats
-from .data.folder import IMAGE_SUFFIXES, read_image
+from .data.folder import IMAGE_SUFFIXES, eval_preprocess, eval_resize, read_image
 from .data.load import IMAGENET_STATS
 from .deploy import prepare_for_inference
 from .models import ResNet, create_model, load_weights
@@ -27,8 +29,14 @@ class Trained:
     classes: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    image_size: tuple[int, int]
+    image_size: tuple[int, int]  # the centre crop the model sees
+    resize: int  # the short side images are resized to before that crop
     path: Path
+
+    def preprocessing(self) -> dict[str, object]:
+        """The one evaluation preprocessing, as data: what `predict` does and what an exported model needs."""
+        return {"resize": self.resize, "crop": list(self.image_size), "mean": list(self.mean),
+                "std": list(self.std), "channels": self.model.in_channels, "classes": self.classes}  # fmt: skip
 
 
 def resolve_weights(path: str | Path) -> Path:
@@ -38,7 +46,9 @@ def resolve_weights(path: str | Path) -> Path:
     if path.is_dir():
         found = [path / name for name in ("best.safetensors", "last.safetensors") if (path / name).is_file()]
         if not found:
-            raise FileNotFoundError(f"{path} holds no best.safetensors or last.safetensors: is it a run folder?")
+            raise FileNotFoundError(
+                f"{path} holds no best.safetensors or last.safetensors: is it a run folder?"
+            )
         return found[0]
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: give a run folder or a weights file")
@@ -64,12 +74,20 @@ def load_trained(
     side = net.spec.default_input_size
     # foreign weights (torchvision, timm) were trained on ImageNet: normalise as they were
     mean, std = (convert_stats(stats, net.in_channels) for stats in IMAGENET_STATS)
+    size = tuple(meta.get("image_size", (side, side)))
+    # weights from runs before "resize" was stored, and foreign ones: in-memory sets (CIFAR, Fashion-MNIST)
+    # and CIFAR nets take the image whole; ImageNet weights expect torchvision's resize-256, crop-224
+    data = meta.get("data", "")
+    streamed = data.startswith("folder:") or data == "imagenette"
+    in_memory = not streamed if "image_size" in meta else net.spec.stem == "cifar"
+    default_resize = max(size) if in_memory else eval_resize(size)
     return Trained(
         net.eval(),
         classes,
         tuple(meta.get("mean", mean)),
         tuple(meta.get("std", std)),
-        tuple(meta.get("image_size", (side, side))),
+        size,
+        meta.get("resize", default_resize),
         path,
     )
 
@@ -79,8 +97,8 @@ def load_image(path: str | Path, trained: Trained) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    image = read_image(path, trained.model.in_channels, min_side=max(trained.image_size))
-    image = TF.resize(image, list(trained.image_size), antialias=True)
+    image = read_image(path, trained.model.in_channels, min_side=trained.resize)
+    image = eval_preprocess(image, trained.resize, trained.image_size)  # as training's evaluation does
     return TF.normalize(image.float() / 255, list(trained.mean), list(trained.std))
 
 
@@ -111,7 +129,7 @@ def predict(
     not hide the answers for the others."""
     model = prepare_for_inference(trained.model)  # the deploy path: BN folded, channels_last
     k = min(top_k, trained.model.num_classes)
-    paths = expand_images(images)
+    paths = expand_images(images)  # (folders and globs; files stay as given)
     for start in range(0, len(paths), batch_size):
         loaded: list[tuple[Path, torch.Tensor | Exception]] = []
         for path in paths[start : start + batch_size]:
@@ -131,3 +149,14 @@ def predict(
             else:
                 v, i = next(rows)
                 yield path, [(trained.classes[c], p) for p, c in zip(v, i, strict=True)]
+
+
+def predictions_csv(answers: list[tuple[Path, Prediction]]) -> str:
+    """One row per image: its path, then class and probability for each of the top k."""
+    k = max((len(top) for _, top in answers), default=0)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["image"] + [f"{kind}{i + 1}" for i in range(k) for kind in ("class", "probability")])
+    for path, top in answers:
+        writer.writerow([str(path)] + [v for name, p in top for v in (name, f"{p:.6f}")])
+    return buffer.getvalue()

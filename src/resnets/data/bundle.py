@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from resnets.data.folder import Dropped, FolderSplit
+from resnets.data.folder import Dropped, FolderSplit, eval_resize
 
 # ITU-R 601 luma weights, the same ones torchvision uses for RGB -> gray.
 LUMA = (0.299, 0.587, 0.114)
@@ -76,6 +76,14 @@ class DataBundle:
         if found is None:
             raise ValueError(f"{self.name} has no validation split: use a val/ folder or --val-split F")
         return found
+
+    @property
+    def eval_resize(self) -> int:
+        """The short side images are resized to before the evaluation crop: streamed folders resize, then
+        centre-crop (as torchvision's weights); in-memory sets are used whole, resized to the input size."""
+        if isinstance(self.train, FolderSplit):
+            return eval_resize(self.image_size)
+        return max(self.image_size)
 
     @property
     def num_classes(self) -> int:

@@ -197,6 +197,18 @@ def warn_skipped(dropped: Sequence[Dropped], where: Path | str) -> None:
         )
 
 
+def eval_resize(image_size: tuple[int, int]) -> int:
+    """The short side images are resized to before the evaluation centre crop (256 for 224, as torchvision)."""
+    return round(EVAL_RESIZE * max(image_size))
+
+
+def eval_preprocess(image: torch.Tensor, resize: int, crop: tuple[int, int]) -> torch.Tensor:
+    """The one evaluation transform (training's evaluation, `evaluate`, `predict`): resize the short side to
+    `resize`, then centre-crop `crop`, uint8 in and out."""
+    image = TF.resize(image, [resize], antialias=True)
+    return TF.center_crop(image, list(crop))
+
+
 def random_resized_crop_box(height: int, width: int, generator: torch.Generator) -> tuple[int, int, int, int]:
     """Sample an Inception-style crop box (top, left, h, w): 8-100% of the area, aspect ratio 3/4 to 4/3."""
     area = height * width
@@ -265,8 +277,7 @@ class FolderSplit(Dataset):
     def _transform(self, image: torch.Tensor, index: int) -> torch.Tensor:
         size = list(self.image_size)
         if not self.train:
-            image = TF.resize(image, [round(EVAL_RESIZE * max(size))], antialias=True)
-            return TF.center_crop(image, size)
+            return eval_preprocess(image, eval_resize(self.image_size), self.image_size)
         generator = torch.Generator().manual_seed(mix_seed(self.seed, index))
         top, left, h, w = random_resized_crop_box(image.shape[-2], image.shape[-1], generator)
         image = TF.resized_crop(image, top, left, h, w, size, antialias=True)

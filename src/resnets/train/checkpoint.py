@@ -49,7 +49,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 META_TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,), "num_classes": (int,), "in_channels": (int,), "classes": (list,), "mean": (list,),
     "std": (list,), "image_size": (list,), "data": (str,), "shortcut": (str, type(None)),
-    "spec_overrides": (dict, type(None)), "epoch": (int,), "test_acc": (float, int),
+    "spec_overrides": (dict, type(None)), "epoch": (int,), "test_acc": (float, int), "resize": (int,),
 }  # fmt: skip
 
 

@@ -36,8 +36,9 @@ class TrainConfig:
     mixup: float = 0.0  # Beta(alpha, alpha); 0 disables
     # model options
     weights: str | None = None  # local .pth/.safetensors (torchvision/timm/ours) to start from
-    freeze: bool = False  # train only the classifier
-    freeze_epochs: int = 0  # fastai-style fine_tune: N epochs head-only, then all layers
+    freeze: bool = False  # train only the classifier (and BatchNorm, see train_bn) for all epochs
+    freeze_epochs: int = 0  # fastai's fine_tune: N head-only epochs first, then `epochs` with all layers
+    train_bn: bool = True  # BatchNorm stays trainable while the body is frozen (fastai's default)
     lr_ratio: float = 10.0  # discriminative LRs after unfreezing: first layers get lr / lr_ratio
     in_channels: int | None = None  # default: the data's (1 for Fashion-MNIST), 3 with ImageNet weights
     image_size: int | None = None  # default: the data's own size (224 for folders)
@@ -47,7 +48,9 @@ class TrainConfig:
     shortcut: Literal["A", "B", "C"] | None = None  # override the model's skip connection (paper options)
     spec_overrides: dict[str, Any] | None = None  # ResNetSpec fields to change, e.g. {"stem": "cifar"}
     # speed
-    precision: Precision = "auto"  # GPUs: bf16 from capability 8.0, else fp16 + GradScaler; CPUs: fp32/bf16, timed
+    precision: Precision = (
+        "auto"  # GPUs: bf16 from capability 8.0, else fp16 + GradScaler; CPUs: fp32/bf16, timed
+    )
     channels_last: bool | None = None  # default: on for CUDA; on a CPU the faster, timed (see precision)
     compile: bool = False
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 disables
@@ -71,6 +74,11 @@ class TrainConfig:
     device: str = "auto"
     quiet: bool = False
     sync_bn: bool = False
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs the run trains: `freeze_epochs` head-only ones and then `epochs` (fastai's `fine_tune`)."""
+        return self.freeze_epochs + self.epochs
 
     def augment(self) -> AugmentConfig:
         """The batch augmentation. Random crops pad 4 px on CIFAR, as the paper; on other in-memory sets
@@ -144,10 +152,7 @@ class TrainConfig:
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
             (self.early_stop >= 0, f"early_stop is a patience in epochs, >= 0, got {self.early_stop}"),
             (0 <= self.threshold <= 1, f"threshold is a probability in [0, 1], got {self.threshold}"),
-            (
-                0 <= self.freeze_epochs < self.epochs or self.freeze_epochs == 0,
-                "freeze_epochs must be < epochs",
-            ),
+            (self.freeze_epochs >= 0, f"freeze_epochs must be >= 0, got {self.freeze_epochs}"),
             (not (self.freeze and self.freeze_epochs), "use either --freeze (head only) or --freeze-epochs"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (0 <= self.ema < 1, "ema is a decay in [0, 1), e.g. 0.999"),
@@ -174,6 +179,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     "best": {"model": "cifar_resnet56", "epochs": 40, "crop_padding": 2, "cutout": 8},
 }
 
+
+# `--help` text for the options whose meaning is not plain from their name (the rest show their default).
+HELP: dict[str, str] = {
+    "freeze": "train only the classifier (and BatchNorm unless --no-train-bn) for all epochs",
+    "freeze_epochs": "fastai's fine_tune: N head-only epochs first, then --epochs more with all layers "
+    "(so N + epochs in all), each phase with its own LR schedule",
+    "train_bn": "keep BatchNorm trainable while the body is frozen, as fastai does",
+    "lr_ratio": "after unfreezing, the first layers train at lr / lr_ratio (discriminative LRs)",
+    "val_split": "carve this fraction of the training images (per class, seeded) as the validation split",
+    "monitor": "what picks best.safetensors on the validation split (default accuracy); needs one",
+    "early_stop": "stop after N epochs without a better validation score (0: off); needs a validation split",
+    "positive": "two classes: the class sensitivity refers to (default: the second)",
+    "threshold": "two classes: probability of --positive from which an image is called positive",
+    "weights": "local .pth/.safetensors file (ours, torchvision's or timm's layout) to start from",
+}
 
 # What `--resume` may change: more epochs (the schedule stretches to the new length), where the data lies now,
 # the device, and output/loader settings. Anything else would make the resumed run another run.

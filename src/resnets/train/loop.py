@@ -125,9 +125,13 @@ def load_data(cfg: TrainConfig) -> DataBundle:
     return bundle
 
 
-def set_frozen(model: ResNet, frozen: bool) -> None:
-    """Freeze (or unfreeze) everything but the classifier head, for transfer learning."""
-    head = {id(p) for p in list(model.fc.parameters()) + list(model.final_bn.parameters())}
+def set_frozen(model: ResNet, frozen: bool, train_bn: bool = True) -> None:
+    """Freeze (or unfreeze) everything but the classifier head, for transfer learning. With `train_bn`
+    BatchNorm's scale and shift stay trainable while frozen, as fastai's `fine_tune` does (`train_bn=True`):
+    the new data's statistics differ from the pretraining data's."""
+    keep = {id(p) for p in list(model.fc.parameters()) + list(model.final_bn.parameters())}
+    if train_bn:
+        keep |= {id(p) for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()}
     for p in model.parameters():
-        if id(p) not in head:
+        if id(p) not in keep:
             p.requires_grad_(not frozen)

@@ -56,7 +56,9 @@ def lr_find(
     model = build_model(cfg, bundle).to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    set_frozen(model, cfg.freeze or cfg.freeze_epochs > 0)  # fine-tuning finds the LR of the head phase
+    set_frozen(
+        model, cfg.freeze or cfg.freeze_epochs > 0, cfg.train_bn
+    )  # fine-tuning finds the LR of the head phase
     optimizer = make_optimizer(model, cfg, cfg.lr_ratio if cfg.weights else 1.0)
     augment = cfg.augment()
     growth = (end / start) ** (1 / (steps - 1))

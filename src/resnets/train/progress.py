@@ -32,8 +32,10 @@ class StatusLines:
         stream: TextIO,
         interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        unit: str = "batch",
     ) -> None:
         self.iterable, self.desc, self.stream, self.clock = iterable, desc, stream, clock
+        self.units = unit + ("es" if unit.endswith(("ch", "s")) else "s")  # "batches", "images"
         self.interval = STATUS_INTERVAL if interval is None else interval
         self.postfix: dict[str, object] = {}
 
@@ -56,19 +58,21 @@ class StatusLines:
         values = " ".join(f"{k}={v}" for k, v in self.postfix.items())
         if total:
             eta = tqdm.format_interval(elapsed / done * (total - done))
-            where = f"{done}/{total} batches ({100 * done / total:.0f}%)"
+            where = f"{done}/{total} {self.units} ({100 * done / total:.0f}%)"
             timing = f"{tqdm.format_interval(elapsed)} elapsed, ETA {eta}"
         else:
-            where, timing = f"{done} batches", f"{tqdm.format_interval(elapsed)} elapsed"
+            where, timing = f"{done} {self.units}", f"{tqdm.format_interval(elapsed)} elapsed"
         return f"{self.desc}: {where} {values} {timing}".replace("  ", " ")
 
 
-def progress(iterable: Iterable, desc: str, enabled: bool, stream: TextIO | None = None) -> Iterable:
+def progress(
+    iterable: Iterable, desc: str, enabled: bool, stream: TextIO | None = None, unit: str = "batch"
+) -> Iterable:
     """`iterable` with progress shown where the user is: tqdm.auto's widget bar in a notebook, a bar on a
     terminal, and without one (nohup, CI) a status line every STATUS_INTERVAL seconds. Has `set_postfix`."""
     stream = stream or sys.stderr
     if enabled and in_notebook():
-        return auto_tqdm(iterable, desc=desc, leave=False, unit="batch")
+        return auto_tqdm(iterable, desc=desc, leave=False, unit=unit)
     if enabled and not stream.isatty():
-        return StatusLines(iterable, desc, stream)
-    return tqdm(iterable, desc=desc, leave=False, disable=not enabled, unit="batch", file=stream)
+        return StatusLines(iterable, desc, stream, unit=unit)
+    return tqdm(iterable, desc=desc, leave=False, disable=not enabled, unit=unit, file=stream)

@@ -207,7 +207,7 @@ def tune_cpu_format(cfg: TrainConfig, runtime: Runtime, model: ResNet, bundle: D
     --deterministic."""
     precisions = [None, torch.bfloat16] if cfg.precision == "auto" and cpu_has_bf16() else [runtime.amp_dtype]
     layouts = [False, True] if cfg.channels_last is None else [cfg.channels_last]
-    steps = cfg.epochs * (len(bundle.train) // cfg.batch_size)
+    steps = cfg.total_epochs * (len(bundle.train) // cfg.batch_size)
     searched = len(precisions) * len(layouts) * 6  # steps the search takes (1 warm-up + 5 timed each)
     if (
         runtime.device.type == "cpu" and searched > 6 and steps >= 20 * searched
@@ -252,15 +252,15 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     torch.set_rng_state(state["rng"])
     if run.runtime.device.type == "cuda" and "cuda_rng" in state:
         torch.cuda.set_rng_state(state["cuda_rng"], run.runtime.device)
-    log(run.cfg, run.runtime, f"resuming {run.dir} after epoch {run.start_epoch}/{run.cfg.epochs}")
+    log(run.cfg, run.runtime, f"resuming {run.dir} after epoch {run.start_epoch}/{run.cfg.total_epochs}")
 
 
 def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int, step: int) -> float:
     """The LR schedule as a plain function of the global step. With --freeze-epochs the head-only phase
     and the unfrozen phase each get their own schedule, as fastai's `fine_tune`."""
-    freeze_until = cfg.epochs if cfg.freeze else cfg.freeze_epochs
-    boundary = freeze_until * steps_per_epoch if 0 < freeze_until < cfg.epochs else 0
-    begin, end = (0, boundary) if step < boundary else (boundary, cfg.epochs * steps_per_epoch)
+    total = cfg.total_epochs
+    boundary = cfg.freeze_epochs * steps_per_epoch
+    begin, end = (0, boundary) if step < boundary else (boundary, total * steps_per_epoch)
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), (end - begin) // 2)
     return lr_factor(step - begin, end - begin, warmup, cfg.schedule)
 
@@ -275,6 +275,7 @@ def weights_meta(cfg: TrainConfig, bundle: DataBundle, model: ResNet) -> dict:
         "mean": list(bundle.mean),
         "std": list(bundle.std),
         "image_size": list(bundle.image_size),
+        "resize": bundle.eval_resize,  # evaluation: short side to this, then centre-crop image_size
         "data": cfg.data,
         "shortcut": cfg.shortcut,
         "spec_overrides": cfg.spec_overrides,
@@ -318,7 +319,7 @@ def run_epoch(run: Run, epoch: int, train_model: nn.Module, eval_loader) -> tupl
     lr_at = partial(lr_multiplier, cfg, run.steps_per_epoch)
     train_loss, train_acc, run.step = train_one_epoch(
         train_model, loader, run.optimizer, runtime, cfg, lr_at, run.step, generator, run.ema,
-        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        desc=f"epoch {epoch + 1}/{cfg.total_epochs}",
     )  # fmt: skip
     train_loss, train_acc = distributed.mean_over_ranks([train_loss, train_acc], runtime.device)
     result = evaluate(run.eval_model, eval_loader, run.bundle.num_classes, runtime, tta=cfg.tta)
@@ -369,7 +370,7 @@ def describe(run: Run) -> str:
     selection = (f"the best epoch by validation {run.monitor}" + (f", early stop after {cfg.early_stop}" if cfg.early_stop else "")
                  if bundle.val is not None else "the last epoch (no validation split: nothing is selected)")  # fmt: skip
     return (f"training {cfg.model} on {bundle.name} ({len(bundle.train)} train / {val}{len(bundle.test)} test images, "
-            f"{bundle.num_classes} classes) for {cfg.epochs} epochs on {runtime.device} ({fmt}) -> {run.dir}; "
+            f"{bundle.num_classes} classes) for {cfg.total_epochs} epochs on {runtime.device} ({fmt}) -> {run.dir}; "
             f"the model kept is {selection}")  # fmt: skip
 
 
@@ -388,7 +389,7 @@ def select(run: Run, row: dict[str, Any], result: EvalResult) -> bool:
 
 def log_row(run: Run, row: dict[str, Any]) -> None:
     split = run.eval_split
-    log(run.cfg, run.runtime, f"epoch {row['epoch']:>3}/{run.cfg.epochs}  train loss {row['train_loss']:.4f} acc "
+    log(run.cfg, run.runtime, f"epoch {row['epoch']:>3}/{run.cfg.total_epochs}  train loss {row['train_loss']:.4f} acc "
         f"{100 * row['train_acc']:.2f}%  {split} loss {row[f'{split}_loss']:.4f} acc {100 * row[f'{split}_acc']:.2f}%"
         f"  lr {row['lr']:.4f}  {row['seconds']:.0f}s")  # fmt: skip
 
@@ -437,11 +438,11 @@ def _fit(run: Run) -> History:
     if runtime.world_size > 1:
         log(cfg, runtime, f"distributed: {runtime.world_size} processes x batch {cfg.batch_size} = global batch "
             f"{runtime.world_size * cfg.batch_size}, peak lr {default_lr(cfg):g}")  # fmt: skip
-    freeze_until = cfg.epochs if cfg.freeze else cfg.freeze_epochs
+    freeze_until = cfg.total_epochs if cfg.freeze else cfg.freeze_epochs
     # rebuilt when freezing changes: DDP syncs the trainable params only
     train_model, frozen, result = run.model, None, None
     try:
-        for epoch in range(run.start_epoch, cfg.epochs):
+        for epoch in range(run.start_epoch, cfg.total_epochs):
             if cfg.early_stop and run.since_best >= cfg.early_stop:
                 log(
                     cfg,
@@ -451,7 +452,7 @@ def _fit(run: Run) -> History:
                 break
             if frozen != (epoch < freeze_until):
                 frozen = epoch < freeze_until
-                set_frozen(run.model, frozen)
+                set_frozen(run.model, frozen, cfg.train_bn)
                 train_model = distributed.wrap(run.model, runtime.device)
                 train_model = torch.compile(train_model) if cfg.compile else train_model
             row, result = run_epoch(run, epoch, train_model, loader)

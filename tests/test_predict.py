@@ -1,0 +1,57 @@
+"""`predict` sees an image exactly as training's evaluation did, and writes its answers as CSV or JSON."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from resnets.cli import main
+from resnets.data import load_dataset
+from resnets.train import TrainConfig, fit
+from resnets.trained import load_image, load_trained
+
+CIFAR = Path(__file__).parent / "fixtures" / "cifar10"
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("predict") / "run"
+    fit(TrainConfig(data=f"folder:{CIFAR}", image_size=24, epochs=1, batch_size=16, limit=32, workers=0,
+                    quiet=True, out=str(out)))  # fmt: skip
+    return out
+
+
+def test_predict_preprocesses_as_training_evaluation(folder_run: Path) -> None:
+    """Short side to 1.14x, centre crop (not a squash): the tensor predict builds is the evaluation item."""
+    trained = load_trained(folder_run)
+    assert (trained.resize, trained.image_size) == (27, (24, 24))
+    bundle = load_dataset(f"folder:{CIFAR}", image_size=24)
+    for index in (0, 17):
+        path, _ = bundle.test.samples[index]
+        item, _ = bundle.test[index]
+        expected = TF.normalize(item.float() / 255, list(trained.mean), list(trained.std))
+        assert torch.allclose(load_image(path, trained), expected)
+
+
+def test_predict_writes_csv_and_json(folder_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    images = CIFAR / "test" / "cat"
+    count = len(list(images.iterdir()))
+    for suffix in (".csv", ".json"):
+        out = tmp_path / f"answers{suffix}"
+        assert main(["predict", str(folder_run), str(images), "--top-k", "2", "--batch-size", "3",
+                     "--output", str(out)]) == 0  # fmt: skip
+        assert f"wrote {count} predictions" in capsys.readouterr().out
+        if suffix == ".csv":
+            rows = list(csv.DictReader(out.open()))
+            assert list(rows[0]) == ["image", "class1", "probability1", "class2", "probability2"]
+            assert all(float(r["probability1"]) >= float(r["probability2"]) for r in rows)
+        else:
+            rows = json.loads(out.read_text())
+            assert all(len(r["top"]) == 2 for r in rows)
+        assert sorted(Path(r["image"]).name for r in rows) == sorted(p.name for p in images.iterdir())
+    assert main(["predict", str(folder_run), str(images), "--output", str(tmp_path / "x.txt")]) == 2
