@@ -11,7 +11,27 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from resnets.data.augment import AugmentConfig, crop_flip, cutout
 from resnets.data.bundle import DataBundle, TensorSplit
+from resnets.data.folder import FolderSplit
 from resnets.data.seeds import mix_seed
+
+
+def split_labels(split: TensorSplit | FolderSplit) -> torch.Tensor:
+    """Every label of a split, as an int64 tensor."""
+    return split.labels if isinstance(split, TensorSplit) else torch.tensor(split.targets, dtype=torch.long)
+
+
+def balanced_weights(split: TensorSplit | FolderSplit) -> torch.Tensor:
+    """A sampling weight per image, 1 / (images of its class), so every class is drawn equally often."""
+    labels = split_labels(split)
+    return 1.0 / torch.bincount(labels).double()[labels]
+
+
+def balanced_class_weights(split: TensorSplit | FolderSplit, num_classes: int) -> torch.Tensor:
+    """Loss weights n / (k * n_c) (scikit-learn's "balanced"), so every class adds the same total weight."""
+    counts = torch.bincount(split_labels(split), minlength=num_classes).double()
+    if (counts == 0).any():
+        raise ValueError("--class-weights balanced needs training images of every class")
+    return (counts.sum() / (num_classes * counts)).float()
 
 
 class BatchLoader:
@@ -33,6 +53,7 @@ class BatchLoader:
         workers: int,
         drop_last: bool | None,
         channels_last: bool,
+        balanced: bool = False,
     ) -> None:
         if batch_size < 1 or not 0 <= rank < world_size:
             raise ValueError(
@@ -44,6 +65,7 @@ class BatchLoader:
         self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
         self.drop_last = train if drop_last is None else drop_last
         self.channels_last = channels_last
+        self.balanced = balanced
         self.split = bundle.split(split)
         shape = (len(bundle.mean), 1, 1)
         self._mean = torch.tensor(bundle.mean, device=self.device).view(shape)
@@ -68,12 +90,15 @@ class BatchLoader:
             )
 
     def _shard(self) -> torch.Tensor:
-        """This rank's indices: the epoch's permutation (same on every rank), padded to equal shards."""
+        """This rank's indices: the epoch's permutation (same on every rank), padded to equal shards. With
+        `balanced`, the epoch is drawn with replacement, each class equally likely (seeded, so every rank
+        draws the same list and takes its own disjoint stride of it)."""
         n = len(self.split)
-        if self.train:
-            order = torch.randperm(
-                n, generator=torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
-            )
+        epoch_rng = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+        if self.train and self.balanced:
+            order = torch.multinomial(balanced_weights(self.split), n, replacement=True, generator=epoch_rng)
+        elif self.train:
+            order = torch.randperm(n, generator=epoch_rng)
         else:
             order = torch.arange(n)
         total = math.ceil(n / self.world_size) * self.world_size
@@ -96,10 +121,13 @@ class BatchLoader:
         view = self.split.view(
             train=aug is not None, flip=aug is not None and aug.flip, seed=mix_seed(self.seed, self.epoch)
         )
-        sampler = DistributedSampler(
-            view, num_replicas=self.world_size, rank=self.rank, shuffle=self.train, seed=self.seed
-        )
-        sampler.set_epoch(self.epoch)
+        if self.train and self.balanced:
+            sampler = self._shard().tolist()  # the same seeded, class-balanced draw as in-memory sets
+        else:
+            sampler = DistributedSampler(
+                view, num_replicas=self.world_size, rank=self.rank, shuffle=self.train, seed=self.seed
+            )
+            sampler.set_epoch(self.epoch)
         return DataLoader(
             view,
             batch_size=self.batch_size,
@@ -140,6 +168,7 @@ def make_loader(
     workers: int = 2,
     drop_last: bool | None = None,
     channels_last: bool = False,
+    balanced: bool = False,
 ) -> BatchLoader:
     """Make one epoch's batches of `split` ("train", "val" or "test"); same (seed, epoch, rank) gives the same batches.
 
@@ -147,7 +176,8 @@ def make_loader(
     shard) and defaults `drop_last` to True. `augment` applies only when `train` is set; None means no
     augmentation. In-memory sets are augmented per batch on the device; folder sets get a random-resized
     crop and flip per image in the workers (`crop_padding` and `pad_mode` are for in-memory sets).
-    `workers` is used by folder sets only.
+    `workers` is used by folder sets only. `balanced` (training only) draws each epoch with replacement so
+    that every class is equally likely (--sampler balanced).
     """
     return BatchLoader(
         bundle,
@@ -163,4 +193,5 @@ def make_loader(
         workers=workers,
         drop_last=drop_last,
         channels_last=channels_last,
+        balanced=balanced,
     )

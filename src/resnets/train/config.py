@@ -24,9 +24,13 @@ class TrainConfig:
     batch_size: int = 128  # per process: a distributed job's global batch is this x its processes
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float | None = None  # peak learning rate; default 0.1 x global batch/128 (SGD) or 1e-3 (AdamW)
-    momentum: float = 0.9  # SGD with Nesterov momentum
+    momentum: float = 0.9  # SGD momentum (0 for plain SGD)
+    nesterov: bool = True  # Nesterov momentum; the paper used plain (heavy-ball) momentum
     weight_decay: float = 5e-4  # not applied to BatchNorm and biases
-    schedule: Literal["onecycle", "cosine"] = "onecycle"
+    # after warm-up: onecycle (linear decay to 0), cosine (to 0), step (x gamma at each milestone), constant
+    schedule: Literal["onecycle", "cosine", "step", "constant"] = "onecycle"
+    milestones: list[float] | None = None  # step: fractions of the training length (default 0.5, 0.75)
+    gamma: float = 0.1  # step: the LR is multiplied by this at each milestone
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     # augmentation (in-memory sets: batched random crop with padding, flip, cutout; mixup for all)
@@ -62,6 +66,8 @@ class TrainConfig:
     early_stop: int = 0  # stop after this many epochs without a better validation score; 0: off
     positive: str | None = None  # two classes: the class sensitivity refers to (default: the second)
     threshold: float = 0.5  # two classes: probability of `positive` from which an image is called positive
+    class_weights: Literal["balanced"] | None = None  # weigh each class's loss by n / (k * n_class)
+    sampler: Literal["random", "balanced"] = "random"  # balanced: each class equally likely per draw
     limit: int | None = None  # use at most this many training images (quick runs)
     test_limit: int | None = None  # evaluate on at most this many test images (quick runs)
     strict_data: bool = False
@@ -159,9 +165,16 @@ class TrainConfig:
             (self.mixup >= 0, "mixup alpha must be >= 0"),
             (self.optimizer in ("sgd", "adamw"), f"optimizer must be sgd or adamw, got {self.optimizer!r}"),
             (
-                self.schedule in ("onecycle", "cosine"),
-                f"schedule must be onecycle or cosine, got {self.schedule!r}",
+                self.schedule in ("onecycle", "cosine", "step", "constant"),
+                f"schedule must be onecycle, cosine, step or constant, got {self.schedule!r}",
             ),
+            (
+                self.milestones is None
+                or list(self.milestones) == sorted(self.milestones)
+                and all(0 < m < 1 for m in self.milestones),
+                f"milestones are increasing fractions of the training length in (0, 1), got {self.milestones}",
+            ),
+            (0 < self.gamma <= 1, f"gamma multiplies the LR at each milestone, in (0, 1], got {self.gamma}"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), f"unknown precision {self.precision!r}"),
         ]
         for ok, message in checks:
@@ -177,7 +190,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "fast": {"epochs": 12, "crop_padding": 2},
     "best": {"model": "cifar_resnet56", "epochs": 40, "crop_padding": 2, "cutout": 8},
-}
+    # He et al. 2016, section 4.2: ResNet-20 on CIFAR-10, SGD lr 0.1 (momentum 0.9, not Nesterov), weight
+    # decay 1e-4, batch 128, lr / 10 at 32k and 48k iterations, stop at 64k (182 epochs of 45k images at 352
+    # iterations each: the milestones fall at epochs 91 and 136), 45k/5k train/val split, 4 px crops and flips,
+    # single-view test, no warm-up (the paper warms up only ResNet-110). One difference remains: our weight
+    # decay skips BatchNorm parameters and biases.
+    "paper": {"model": "cifar_resnet20", "data": "cifar10", "epochs": 182, "batch_size": 128, "lr": 0.1,
+              "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4, "schedule": "step",
+              "milestones": [0.5, 0.75], "gamma": 0.1, "warmup_epochs": 0.0, "label_smoothing": 0.0,
+              "crop_padding": 4, "flip": True, "cutout": 0, "mixup": 0.0, "tta": False, "val_split": 0.1},
+    # d2l.ai (PyTorch edition 0.17, section 7.6 "Residual Networks"): ResNet-18 on Fashion-MNIST resized to
+    # 96 px, plain SGD (no momentum, no weight decay) at a constant lr 0.05, batch 256, 10 epochs, no augmentation
+    "d2l": {"model": "resnet18", "data": "fashion-mnist", "image_size": 96, "epochs": 10, "batch_size": 256,
+            "lr": 0.05, "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0,
+            "label_smoothing": 0.0, "crop_padding": 0, "flip": False, "cutout": 0, "mixup": 0.0, "tta": False},
+}  # fmt: skip
 
 
 # `--help` text for the options whose meaning is not plain from their name (the rest show their default).
@@ -192,6 +219,10 @@ HELP: dict[str, str] = {
     "early_stop": "stop after N epochs without a better validation score (0: off); needs a validation split",
     "positive": "two classes: the class sensitivity refers to (default: the second)",
     "threshold": "two classes: probability of --positive from which an image is called positive",
+    "class_weights": "balanced: weigh each class's loss by n / (classes x its images), for imbalanced data",
+    "sampler": "balanced: draw every epoch with replacement, each class equally likely (seeded)",
+    "milestones": "step schedule: fractions of the training length where the LR is multiplied by --gamma "
+    "(None: 0.5 0.75, the paper's)",
     "weights": "local .pth/.safetensors file (ours, torchvision's or timm's layout) to start from",
 }
 

@@ -44,8 +44,10 @@ def train_one_epoch(
     generator: torch.Generator,
     ema: nn.Module | None = None,
     desc: str = "train",
+    class_weight: torch.Tensor | None = None,
 ) -> tuple[float, float, int]:
-    """One pass over `loader`; returns (mean loss, accuracy, next global step). LR is set every step."""
+    """One pass over `loader`; returns (mean loss, accuracy, next global step). LR is set every step;
+    `class_weight` weighs each class's loss (--class-weights balanced)."""
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     bar = progress(loader, desc, enabled=show_progress(cfg, runtime))
@@ -57,7 +59,8 @@ def train_one_epoch(
             x, y_a, y_b, lam = mixup(x, y, cfg.mixup, generator)
             mixed = MixedTargets(y_a, y_b, lam)
         loss, logits = training_step(model, optimizer, x, y, amp_dtype=runtime.amp_dtype, scaler=runtime.scaler,
-                                     label_smoothing=cfg.label_smoothing, mixed=mixed, grad_clip=cfg.grad_clip)  # fmt: skip
+                                     label_smoothing=cfg.label_smoothing, mixed=mixed, grad_clip=cfg.grad_clip,
+                                     class_weight=class_weight)  # fmt: skip
         if ema is not None:
             ema.update_parameters(model)
         step += 1

@@ -90,7 +90,8 @@ and selected nothing. {history.seconds / 60:.1f} minutes of training (data loadi
   {bundle.channels} channel(s), {bundle.image_size[0]}x{bundle.image_size[1]} px{f", {bundle.skipped} corrupt images skipped" if bundle.skipped else ""}
 - Recipe: {cfg.optimizer.upper()} lr {cfg.lr if cfg.lr else "auto"} ({cfg.schedule}), batch {cfg.batch_size},
   weight decay {cfg.weight_decay}, label smoothing {cfg.label_smoothing}, crop padding {cfg.augment().crop_padding},
-  flip {cfg.flip}, cutout {cfg.cutout}, mixup {cfg.mixup}, seed {cfg.seed}; ran as {resolved(run_dir)}
+  flip {cfg.flip}, cutout {cfg.cutout}, mixup {cfg.mixup}, class weights {cfg.class_weights or "none"},
+  sampler {cfg.sampler}, seed {cfg.seed}; ran as {resolved(run_dir)}
 - Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}
 - Full configuration: `config.json`; per-epoch numbers: `metrics.csv`; weights: `last.safetensors`{", `best.safetensors` (the model above)" if bundle.val is not None else " (the model above)"}
 

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..data import DataBundle, make_loader
+from ..data.loader import balanced_class_weights
 from ..data.seeds import mix_seed
 from ..files import atomic_write_text
 from ..models import ResNet
@@ -78,6 +79,7 @@ class Run:
     history: History
     start_epoch: int = 0
     step: int = 0
+    class_weight: torch.Tensor | None = None  # --class-weights balanced, on the device
     best_score: float | None = None  # the best validation score so far (higher is better)
     since_best: int = 0  # epochs since it improved, for early stopping
 
@@ -178,6 +180,8 @@ def open_run(cfg: TrainConfig | None, run_dir: Path, changes: Mapping[str, Any])
     steps = len(make_loader(bundle, "train", cfg.batch_size, train=True, rank=runtime.rank,
                             world_size=runtime.world_size))  # fmt: skip
     run = Run(cfg, run_dir, runtime, bundle, model, optimizer, ema, steps, History(run_dir, config=cfg))
+    if cfg.class_weights == "balanced":
+        run.class_weight = balanced_class_weights(bundle.train, bundle.num_classes).to(runtime.device)
     if resuming:
         restore(run, distributed.on_main(partial(load_state, run_dir)))
     return run
@@ -262,7 +266,7 @@ def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int, step: int) -> float:
     boundary = cfg.freeze_epochs * steps_per_epoch
     begin, end = (0, boundary) if step < boundary else (boundary, total * steps_per_epoch)
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), (end - begin) // 2)
-    return lr_factor(step - begin, end - begin, warmup, cfg.schedule)
+    return lr_factor(step - begin, end - begin, warmup, cfg.schedule, cfg.milestones, cfg.gamma)
 
 
 def weights_meta(cfg: TrainConfig, bundle: DataBundle, model: ResNet) -> dict:
@@ -314,12 +318,13 @@ def run_epoch(run: Run, epoch: int, train_model: nn.Module, eval_loader) -> tupl
     t0 = time.perf_counter()
     loader = make_loader(run.bundle, "train", cfg.batch_size, train=True, augment=cfg.augment(),
                          device=runtime.device, seed=cfg.seed, epoch=epoch, rank=runtime.rank,
-                         world_size=runtime.world_size, workers=cfg.workers, channels_last=runtime.channels_last)  # fmt: skip
+                         world_size=runtime.world_size, workers=cfg.workers, channels_last=runtime.channels_last,
+                         balanced=cfg.sampler == "balanced")  # fmt: skip
     generator = torch.Generator(device=runtime.device).manual_seed(mix_seed(cfg.seed, epoch, runtime.rank, 7))
     lr_at = partial(lr_multiplier, cfg, run.steps_per_epoch)
     train_loss, train_acc, run.step = train_one_epoch(
         train_model, loader, run.optimizer, runtime, cfg, lr_at, run.step, generator, run.ema,
-        desc=f"epoch {epoch + 1}/{cfg.total_epochs}",
+        desc=f"epoch {epoch + 1}/{cfg.total_epochs}", class_weight=run.class_weight,
     )  # fmt: skip
     train_loss, train_acc = distributed.mean_over_ranks([train_loss, train_acc], runtime.device)
     result = evaluate(run.eval_model, eval_loader, run.bundle.num_classes, runtime, tta=cfg.tta)

@@ -21,15 +21,21 @@ class MixedTargets:
 
 
 def classification_loss(
-    logits: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0, mixed: MixedTargets | None = None
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    label_smoothing: float = 0.0,
+    mixed: MixedTargets | None = None,
+    class_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Cross-entropy with label smoothing, against mixup's two label sets when `mixed` is given (then `y`
-    is not used)."""
+    """Cross-entropy with label smoothing (and per-class weights: a weighted mean, as PyTorch's), against
+    mixup's two label sets when `mixed` is given (then `y` is not used)."""
+
+    def ce(target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target, weight=class_weight, label_smoothing=label_smoothing)
+
     if mixed is None:
-        return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-    return mixed.lam * F.cross_entropy(logits, mixed.y_a, label_smoothing=label_smoothing) + (
-        1 - mixed.lam
-    ) * F.cross_entropy(logits, mixed.y_b, label_smoothing=label_smoothing)
+        return ce(y)
+    return mixed.lam * ce(mixed.y_a) + (1 - mixed.lam) * ce(mixed.y_b)
 
 
 def training_step(
@@ -43,6 +49,7 @@ def training_step(
     label_smoothing: float = 0.0,
     mixed: MixedTargets | None = None,
     grad_clip: float = 0.0,
+    class_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward (under autocast to `amp_dtype` when given), loss, backward, optional gradient clipping (of
     the total norm to `grad_clip`) and one optimizer step. Returns the loss and the logits, detached.
@@ -54,7 +61,7 @@ def training_step(
     amp = torch.autocast(x.device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None)
     with amp:
         logits = model(x)
-        loss = classification_loss(logits, y, label_smoothing, mixed)
+        loss = classification_loss(logits, y, label_smoothing, mixed, class_weight)
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:
         loss.backward()
