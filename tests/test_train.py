@@ -26,6 +26,7 @@ from resnets.train import History, TrainConfig, evaluate, fit
 from resnets.train import run as run_module
 from resnets.train.autotune import fastest_cpu_format
 from resnets.train.checkpoint import read_meta
+from resnets.train.config import apply_preset
 from resnets.train.lr_find import lr_find, suggest_lr
 from resnets.train.optim import lr_factor, make_optimizer
 from resnets.train.run import METRIC_FIELDS
@@ -379,6 +380,23 @@ def test_cosine_schedule_is_warmup_then_torch_cosine_annealing() -> None:
         annealing.step()
     assert lr_factor(warmup + 15, total, warmup, "onecycle") == pytest.approx(1 - 15 / 45)  # linear instead
 
+
+
+def test_step_and_constant_schedules_and_the_source_presets() -> None:
+    """Step: x gamma at each milestone (fractions of the length), after the warm-up; constant: 1 after it.
+    The paper preset's milestones land at epochs 91 and 137 of 182 (351 steps per epoch: 32k and 48k of 64k
+    iterations), and both source presets validate."""
+    assert [lr_factor(s, 10, 2, "step", [0.5, 0.75], 0.1) for s in range(10)] == pytest.approx(
+        [0.5, 1, 1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01]
+    )
+    assert [lr_factor(s, 10, 2, "constant") for s in range(10)] == [0.5] + [1.0] * 9
+    paper = apply_preset("paper", {})
+    at_epoch = [run_module.lr_multiplier(paper, 351, e * 351) for e in (0, 90, 91, 136, 137, 181)]
+    assert at_epoch == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    for cfg in (paper, apply_preset("d2l", {})):
+        cfg.validate()
+    assert (paper.nesterov, paper.tta, paper.label_smoothing, paper.val_split) == (False, False, 0.0, 0.1)
+    assert make_optimizer(create_model("cifar_resnet20"), paper).defaults["nesterov"] is False
 
 def test_grad_clip_bounds_every_step_of_a_run(tmp_path: Path) -> None:
     """Plain SGD (no momentum, no weight decay) with --grad-clip c moves the weights by at most lr x c per

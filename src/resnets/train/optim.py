@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -10,6 +11,8 @@ from torch import nn
 from ..models import ResNet
 from .config import TrainConfig
 from .distributed import world_size
+
+STEP_MILESTONES = (0.5, 0.75)  # the step schedule's default: the paper's 32k and 48k of 64k iterations
 
 
 def default_lr(cfg: TrainConfig) -> float:
@@ -47,14 +50,28 @@ def param_groups(model: ResNet, lr: float, weight_decay: float, lr_ratio: float 
 def make_optimizer(model: ResNet, cfg: TrainConfig, lr_ratio: float = 1.0) -> torch.optim.Optimizer:
     groups = param_groups(model, default_lr(cfg), cfg.weight_decay, lr_ratio)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=default_lr(cfg), momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+        nesterov = cfg.nesterov and cfg.momentum > 0
+        return torch.optim.SGD(groups, lr=default_lr(cfg), momentum=cfg.momentum, nesterov=nesterov)
     return torch.optim.AdamW(groups, lr=default_lr(cfg))
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Multiplier of the peak LR at `step`: linear warm-up, then linear (one-cycle) or cosine decay to 0."""
+def lr_factor(
+    step: int,
+    total: int,
+    warmup: int,
+    schedule: str,
+    milestones: Sequence[float] | None = None,
+    gamma: float = 0.1,
+) -> float:
+    """Multiplier of the peak LR at `step` of `total`: linear warm-up, then linear (one-cycle) or cosine decay
+    to 0, `gamma` per milestone passed (step; fractions of `total`, default STEP_MILESTONES), or 1 (constant)."""
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    if schedule == "step":
+        passed = STEP_MILESTONES if milestones is None else milestones
+        return gamma ** sum(step >= m * total for m in passed)
     progress = (step - warmup) / max(total - warmup, 1)
     if schedule == "onecycle":
         return max(1.0 - progress, 0.0)
