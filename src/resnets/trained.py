@@ -16,7 +16,16 @@ from .data.bundle import convert_stats
 from .data.folder import IMAGE_SUFFIXES, eval_preprocess, eval_resize, read_image
 from .data.load import IMAGENET_STATS
 from .deploy import prepare_for_inference
+from .files import atomic_write
+from .interpret import grad_cam, overlay
 from .models import ResNet, create_model, load_weights
+from .models.pretrained import (
+    Pretrained,
+    imagenet_categories,
+    is_weights_name,
+    resolve_weights_name,
+    torchvision_file,
+)
 from .models.weights import classifier_size
 from .train.checkpoint import read_meta
 
@@ -59,7 +68,12 @@ def load_trained(
     path: str | Path, model: str | None = None, num_classes: int | None = None, in_channels: int | None = None
 ) -> Trained:
     """Rebuild the model a run trained. Our .safetensors carry their model name, classes and input format;
-    for foreign weights give `model` (and `in_channels` when not 3); the class count is the classifier's."""
+    for foreign weights give `model` (and `in_channels` when not 3); the class count is the classifier's.
+    With `model`, `path` may instead name weights ("IMAGENET1K_V2", "timm:ra2_in1k"; `resnets weights` lists
+    them), which bring their own classes and preprocessing, as does a torchvision download (by file name).
+    Other foreign 1000-class weights are taken for ImageNet's: its class names, torchvision's preprocessing."""
+    if is_weights_name(path):
+        return _load_named(str(path), model, num_classes, in_channels)
     path = resolve_weights(path)
     meta = read_meta(path)
     name = model or meta.get("model")
@@ -70,7 +84,12 @@ def load_trained(
     net = create_model(name, num_classes=n, in_channels=channels, shortcut=meta.get("shortcut"),
                        spec_overrides=meta.get("spec_overrides"))  # fmt: skip
     load_weights(net, path, new_head=False)  # outside `train`, a classifier is loaded, never re-initialised
-    classes = meta.get("classes") or [str(i) for i in range(net.num_classes)]
+    known = None if "classes" in meta else torchvision_file(name, path)
+    if known is not None:
+        net.pretrained = known
+        return _with_pretrained(net, known)
+    imagenet = "classes" not in meta and net.num_classes == 1000
+    classes = meta.get("classes") or (imagenet_categories() if imagenet else [str(i) for i in range(net.num_classes)])
     side = net.spec.default_input_size
     # foreign weights (torchvision, timm) were trained on ImageNet: normalise as they were
     mean, std = (convert_stats(stats, net.in_channels) for stats in IMAGENET_STATS)
@@ -92,14 +111,59 @@ def load_trained(
     )
 
 
-def load_image(path: str | Path, trained: Trained) -> torch.Tensor:
-    """Decode (as training does), convert to the model's channels, resize and normalise one image: (C, H, W) float."""
+def _load_named(weights: str, model: str | None, num_classes: int | None, in_channels: int | None) -> Trained:
+    """`load_trained` for named weights: fetched (or read from the cache) with their classes and preprocessing."""
+    if model is None:
+        raise ValueError(f"{weights} names weights: say whose with --model NAME (`resnets weights` lists them)")
+    classes = len(resolve_weights_name(model, weights).categories)
+    if num_classes not in (None, classes):
+        raise ValueError(
+            f"{weights} predicts {classes} classes, not {num_classes}: leave out --num-classes or fine-tune "
+            "with `train`"
+        )
+    net = create_model(model, in_channels=in_channels or 3, weights=weights)
+    assert net.pretrained is not None
+    return _with_pretrained(net, net.pretrained)
+
+
+def _with_pretrained(net: ResNet, weights: Pretrained) -> Trained:
+    """A model with named weights, fed as they were evaluated: their classes, resize, crop, mean and std."""
+    assert weights.file is not None
+    return Trained(
+        net.eval(),
+        list(weights.categories),
+        convert_stats(weights.mean, net.in_channels),
+        convert_stats(weights.std, net.in_channels),
+        (weights.crop, weights.crop),
+        weights.resize,
+        weights.file,
+    )
+
+
+def eval_image(path: str | Path, trained: Trained) -> torch.Tensor:
+    """Decode an image file as training's evaluation saw its images: uint8 (C, H, W) in the model's channels,
+    short side resized, centre-cropped."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     image = read_image(path, trained.model.in_channels, min_side=trained.resize)
-    image = eval_preprocess(image, trained.resize, trained.image_size)  # as training's evaluation does
-    return TF.normalize(image.float() / 255, list(trained.mean), list(trained.std))
+    return eval_preprocess(image, trained.resize, trained.image_size)
+
+
+def load_image(path: str | Path, trained: Trained) -> torch.Tensor:
+    """`eval_image`, normalised as in training: the (C, H, W) float the model takes."""
+    return TF.normalize(eval_image(path, trained).float() / 255, list(trained.mean), list(trained.std))
+
+
+def write_cam(path: str | Path, trained: Trained, out_dir: Path) -> Path:
+    """Grad-CAM of the predicted class over the image as the model saw it, as `<out_dir>/<name>.cam.png`."""
+    image = eval_image(path, trained)
+    x = TF.normalize(image.float() / 255, list(trained.mean), list(trained.std))[None]
+    picture = overlay(image, grad_cam(trained.model, x)[0])
+    from PIL import Image
+
+    target = out_dir / f"{Path(path).stem}.cam.png"
+    return atomic_write(target, lambda tmp: Image.fromarray(picture).save(tmp, format="PNG"))
 
 
 def expand_images(inputs: list[str | Path]) -> list[Path]:

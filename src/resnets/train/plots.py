@@ -75,3 +75,19 @@ def plot_roc_pr(result, classes: list[str], path: Path) -> None:  # noqa: ANN001
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
+
+
+def plot_top_losses(images: list[torch.Tensor], mistakes: list, classes: list[str], path: Path) -> None:
+    """A grid of uint8 (C, H, W) images titled true / predicted and the prediction's probability."""
+    cols = min(3, len(images))
+    rows = -(-len(images) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, m in zip(axes.flat, images, mistakes, strict=False):
+        shown = image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)
+        ax.imshow(shown.numpy(), cmap="gray" if image.shape[0] == 1 else None)
+        ax.set_title(f"{classes[m.true][:14]} / {classes[m.predicted][:14]}\n{m.probability:.2f}", fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100))
+    plt.close(fig)

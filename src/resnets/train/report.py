@@ -10,8 +10,9 @@ import torch
 
 from ..data import DataBundle
 from ..files import atomic_write_text
+from ..interpret import most_confused
 from .config import TrainConfig
-from .plots import plot_confusion, plot_curves, plot_roc_pr
+from .plots import plot_confusion, plot_curves, plot_roc_pr, plot_top_losses
 
 MAX_DROPPED_LISTED = 100
 
@@ -58,6 +59,32 @@ def metrics_section(history) -> str:  # noqa: ANN001 (History: report is importe
         lines.append(f"\nTest sensitivity {100 * op.sensitivity:.1f}%, specificity {100 * op.specificity:.1f}% at "
                      f"threshold {op.threshold:.3f} ({how}).")  # fmt: skip
     return "\n".join(lines)
+
+
+def mistakes_section(run_dir: Path, bundle: DataBundle, history) -> str:  # noqa: ANN001
+    """The most-confused class pairs and the test images with the highest loss (a picture and a table)."""
+    pairs = most_confused(history.final.confusion)
+    lines = ["\n## What it gets wrong\n"]
+    if pairs:
+        lines += ["| true | predicted as | images |", "|---|---|---:|"]
+        lines += [f"| {bundle.classes[t]} | {bundle.classes[p]} | {n} |" for t, p, n in pairs]
+    if history.mistakes:
+        images = [shown_test_image(bundle, m.index) for m in history.mistakes]
+        plot_top_losses(images, history.mistakes, bundle.classes, run_dir / "top_losses.png")
+        lines += ["\nTest images with the highest loss (true / predicted, probability of the prediction):\n",
+                  "![top losses](top_losses.png)\n", "| image | true | predicted | probability | loss |",
+                  "|---|---|---|---:|---:|"]  # fmt: skip
+        for m in history.mistakes:
+            where = bundle.test.samples[m.index][0] if hasattr(bundle.test, "samples") else f"test #{m.index}"
+            lines.append(f"| `{where}` | {bundle.classes[m.true]} | {bundle.classes[m.predicted]} | "
+                         f"{m.probability:.3f} | {m.loss:.2f} |")  # fmt: skip
+    return "\n".join(lines) + "\n" if len(lines) > 1 else ""
+
+
+def shown_test_image(bundle: DataBundle, index: int) -> torch.Tensor:
+    """Test image `index` as uint8 (C, H, W), as the model saw it (folders: the evaluation crop)."""
+    split = bundle.test
+    return split.images[index] if hasattr(split, "images") else split[index][0]
 
 
 def write_report(run_dir: Path, cfg: TrainConfig, bundle: DataBundle, history) -> Path:
@@ -110,7 +137,7 @@ and selected nothing. {history.seconds / 60:.1f} minutes of training (data loadi
 ```
 
 ![confusion matrix](confusion.png)
-{curves}{dropped_section(bundle)}
+{curves}{mistakes_section(run_dir, bundle, history)}{dropped_section(bundle)}
 Resume an interrupted run with `resnets train --resume {run_dir}`.
 """
     path = run_dir / "report.md"

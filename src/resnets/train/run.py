@@ -23,6 +23,7 @@ from ..data import DataBundle, make_loader
 from ..data.loader import balanced_class_weights
 from ..data.seeds import mix_seed
 from ..files import atomic_write_text
+from ..interpret import Mistake, top_losses
 from ..models import ResNet
 from . import distributed, rundir
 from .autotune import fastest_cpu_format
@@ -54,6 +55,7 @@ class History:
     best_epoch: int | None = None  # the epoch the final model comes from
     operating: dict[str, Operating] = field(default_factory=dict)  # two classes: "threshold", "youden"
     config: TrainConfig | None = None  # the settings the run used (a resumed run's, with its changes)
+    mistakes: list[Mistake] = field(default_factory=list)  # the test images with the highest loss
 
     @property
     def test_acc(self) -> float:
@@ -427,6 +429,8 @@ def finish(run: Run, last: EvalResult) -> None:
         if history.val is not None and history.val.probs is not None:
             chosen = history.val.youden_threshold(positive)
             history.operating["youden"] = history.final.operating_point(positive, chosen)
+    if history.final.probs is not None and runtime.world_size == 1:  # (ranks interleave batches: no order)
+        history.mistakes = top_losses(history.final.probs, history.final.targets)
     log(cfg, runtime, f"test accuracy {100 * history.final.top1:.2f}% ({len(bundle.test)} images) of the model "
         f"from epoch {history.best_epoch}")  # fmt: skip
 

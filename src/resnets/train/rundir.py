@@ -23,7 +23,7 @@ except ImportError:  # Windows: no advisory locks; folders are still protected f
 
 # the files a run writes (and `--overwrite` removes); anything else in the folder is the user's
 RUN_FILES = ("config.json", "runtime.json", "metrics.csv", "last.safetensors", "best.safetensors", "state.pt", "report.md",
-             "curves.png", "confusion.png", "roc_pr.png")  # fmt: skip
+             "curves.png", "confusion.png", "roc_pr.png", "top_losses.png")  # fmt: skip
 RUN_DIRS = ("tensorboard",)
 
 _held: dict[Path, tuple[int, bool]] = {}  # folder -> (descriptor holding its lock, created by this claim)
