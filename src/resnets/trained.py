@@ -88,8 +88,9 @@ def load_trained(
     if known is not None:
         net.pretrained = known
         return _with_pretrained(net, known)
-    imagenet = "classes" not in meta and net.num_classes == 1000
-    classes = meta.get("classes") or (imagenet_categories() if imagenet else [str(i) for i in range(net.num_classes)])
+    classes = meta.get("classes") or [str(i) for i in range(net.num_classes)]
+    if "classes" not in meta and net.num_classes == 1000:  # foreign weights for ImageNet's 1000 classes
+        classes = imagenet_categories()
     side = net.spec.default_input_size
     # foreign weights (torchvision, timm) were trained on ImageNet: normalise as they were
     mean, std = (convert_stats(stats, net.in_channels) for stats in IMAGENET_STATS)
@@ -114,7 +115,9 @@ def load_trained(
 def _load_named(weights: str, model: str | None, num_classes: int | None, in_channels: int | None) -> Trained:
     """`load_trained` for named weights: fetched (or read from the cache) with their classes and preprocessing."""
     if model is None:
-        raise ValueError(f"{weights} names weights: say whose with --model NAME (`resnets weights` lists them)")
+        raise ValueError(
+            f"{weights} names weights: say whose with --model NAME (`resnets weights` lists them)"
+        )
     classes = len(resolve_weights_name(model, weights).categories)
     if num_classes not in (None, classes):
         raise ValueError(

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 from .features import FeatureNet
+from .pretrained import is_weights_name, load_pretrained, resolve_weights_name
 from .resnet import ResNet
 from .spec import ResNetSpec, ShortcutKind
+from .weights import load_weights
 
 
 @dataclass(frozen=True)
@@ -191,8 +193,11 @@ def create_model(
     that returns pooled features. `shortcut` overrides the skip connection ("A", "B", "C"); plain twins have
     none and refuse it. `spec_overrides` changes other `ResNetSpec` fields (e.g. {"layers": [2, 2, 2]}) for
     variants outside the zoo. `weights` is a local `.pth`/`.pt`/`.safetensors` file in our, torchvision's
-    or timm's layout. `features_only=True` returns a `FeatureNet` (timm's backbone API): the feature maps
-    of levels `out_indices` (default all: 0 the stem, i stage i) as a list, described by `feature_info`.
+    or timm's layout, or a name: torchvision's ("DEFAULT", "IMAGENET1K_V1", ...) or timm's ("timm:ra2_in1k"),
+    downloaded once into the library's cache (`resnets weights` lists them), kept as `model.pretrained`
+    (classes, preprocessing) and giving the default `num_classes`. `features_only=True` returns a
+    `FeatureNet` (timm's backbone API): the feature maps of levels `out_indices` (default all: 0 the stem,
+    i stage i) as a list, described by `feature_info`.
     """
     if out_indices is not None and not features_only:
         raise ValueError("out_indices selects feature levels; it needs features_only=True")
@@ -200,6 +205,9 @@ def create_model(
         raise ValueError(f"features_only=True has no classifier; num_classes={num_classes} conflicts")
     entry = get_entry(name)
     spec = resolve_spec(name, shortcut, spec_overrides)
+    named = resolve_weights_name(name, str(weights)) if weights and is_weights_name(weights) else None
+    if named is not None and num_classes is None:  # named weights know their classifier's size
+        num_classes = len(named.categories)
     model = ResNet(
         spec,
         num_classes=0 if features_only else entry.num_classes if num_classes is None else num_classes,
@@ -208,8 +216,8 @@ def create_model(
         drop_rate=drop_rate,
         stochastic_depth=stochastic_depth,
     )
-    if weights is not None:
-        from .weights import load_weights
-
+    if named is not None:
+        load_pretrained(model, named)
+    elif weights is not None:
         load_weights(model, weights)
     return FeatureNet(model, out_indices) if features_only else model

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
@@ -9,6 +11,9 @@ from .blocks import ResidualBlock
 from .features import FeatureInfo
 from .spec import EXPANSION, ResNetSpec
 from .stems import check_image, stem_conv, stem_pool
+
+if TYPE_CHECKING:
+    from .pretrained import Pretrained
 
 
 def make_stage(
@@ -49,6 +54,7 @@ class ResNet(nn.Module):
         if not 0.0 <= drop_rate < 1.0 or not 0.0 <= stochastic_depth < 1.0:
             raise ValueError("drop_rate and stochastic_depth are probabilities in [0, 1)")
         self.spec = spec
+        self.pretrained: Pretrained | None = None  # named weights loaded into it (as timm's pretrained_cfg)
         self.in_channels = in_channels
         self.num_features = spec.num_features
 

@@ -1,20 +1,22 @@
-"""Loading local weight files in our layout, torchvision's or timm's, detected from the key names."""
+"""Loading weights in our layout, torchvision's or timm's, detected from the key names: from a local file
+(`load_weights`) or from a state dict already in memory (`load_state`, as named weights are)."""
 
 from __future__ import annotations
 
 import pickle
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
-WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")  # .bin: Hugging Face's pytorch_model.bin
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors from a `.safetensors` or `.pth`/`.pt` file. Pickles are read with `weights_only=True`, so a
+    """Tensors from a `.safetensors` or `.pth`/`.pt`/`.bin` file. Pickles are read with `weights_only=True`, so a
     file that would run code is refused. Training checkpoints (`{"model": ...}`) are unwrapped."""
     path = Path(path)
     if not path.is_file():
@@ -100,11 +102,18 @@ def classifier_size(path: str | Path) -> int | None:
 
 
 def load_weights(model: nn.Module, path: str | Path, new_head: bool = True) -> None:
-    """Load `path` into `model` strictly, after renaming; tells (with a warning) what it had to adapt:
+    """Load the file `path` into `model` as `load_state` does."""
+    load_state(model, read_state_dict(path), str(path), new_head)
+
+
+def load_state(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: str, new_head: bool = True
+) -> None:
+    """Load `state` into `model` strictly, after renaming; tells (with a warning) what it had to adapt:
     a new classifier for a different class count (only with `new_head`, as fine-tuning wants; elsewhere
     a classifier that does not fit is an error, never a silent random one), a stem for a different channel
-    count, or the projection shortcuts a plain net does not have."""
-    state = to_our_layout(read_state_dict(path))
+    count, or the projection shortcuts a plain net does not have. `source` names the weights in messages."""
+    state = to_our_layout(dict(state))
     own = model.state_dict()
     notes = []
     if "fc.weight" not in own:  # num_classes=0 or a feature backbone: no classifier to load into (as timm)
@@ -112,7 +121,7 @@ def load_weights(model: nn.Module, path: str | Path, new_head: bool = True) -> N
     if "fc.weight" in state and "fc.weight" in own and state["fc.weight"].shape != own["fc.weight"].shape:
         if not new_head:
             raise ValueError(
-                f"{path} predicts {state['fc.weight'].shape[0]} classes, not {own['fc.weight'].shape[0]}: "
+                f"{source} predicts {state['fc.weight'].shape[0]} classes, not {own['fc.weight'].shape[0]}: "
                 "leave out --num-classes (it defaults to the file's classifier) or fine-tune with `train`"
             )
         state.pop("fc.weight")
@@ -131,6 +140,6 @@ def load_weights(model: nn.Module, path: str | Path, new_head: bool = True) -> N
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"{path} does not fit this model: {e}") from e
+        raise ValueError(f"{source} does not fit this model: {e}") from e
     if notes:
-        warnings.warn(f"{Path(path).name}: " + "; ".join(notes), stacklevel=2)
+        warnings.warn(f"{Path(source).name}: " + "; ".join(notes), stacklevel=2)
