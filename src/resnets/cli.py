@@ -241,6 +241,28 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights(args: argparse.Namespace) -> int:
+    """What `--weights NAME` and `create_model(weights=NAME)` take, per model: ImageNet top-1, file size, and
+    whether the file is in the local cache (else where it downloads from)."""
+    from .models.pretrained import cache_dirs, default_weights, named_weights
+
+    if args.model:
+        get_entry(args.model)  # an unknown name fails here, with close names
+    models = [args.model] if args.model else list_models()
+    print(f"{'model':<18}{'weights':<30}{'top-1':>7}{'size':>10}  cached  file (or URL)")
+    for model in models:
+        records = named_weights(model)
+        if not records and args.model:
+            print(f"{model}: no named weights (torchvision and timm have none): train it or give a file")
+        for r in records:
+            label = r.name + (" (DEFAULT)" if r.name == default_weights(model) else "")
+            top1 = "-" if r.accuracy is None else f"{r.accuracy:.2f}%"
+            print(f"{model:<18}{label:<30}{top1:>7}{r.size_mb:>7.1f} MB  {'yes' if r.cached else 'no':<6}  "
+                  f"{r.file if r.cached else r.url}")  # fmt: skip
+    print("caches: " + "; ".join(f"{source} {where}" for source, where in cache_dirs().items()))
+    return 0
+
+
 def positive_int(text: str) -> int:
     """argparse type: a whole number >= 1 (batch sizes, counts, sizes), refused in one line otherwise."""
     value = int(text)
@@ -396,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_evaluate)
 
     p = add("predict", "classify image files with trained weights")
-    p.add_argument("weights", help="run folder or weights file")
+    p.add_argument("weights", help="run folder, weights file, or a weights name with --model")
     p.add_argument(
         "images", nargs="+", help="image files, folders (every image below) or quoted glob patterns"
     )
@@ -462,6 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads (default: torch's; 1 is far faster on a busy shared machine)")  # fmt: skip
     p.set_defaults(handler=cmd_experiment)
+
+    p = add("weights", "named weights per model (--weights NAME): ImageNet top-1, size, whether cached")
+    p.add_argument("model", nargs="?", help="one model (default: every model that has some)")
+    p.set_defaults(handler=cmd_weights)
     return parser
 
 

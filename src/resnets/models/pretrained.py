@@ -291,6 +291,20 @@ def resolve_weights_name(model: str, name: str) -> Pretrained:
     return _torchvision_record(model, enum[name])
 
 
+def cache_dirs() -> dict[str, str]:
+    """Where each library keeps its downloads (and where files placed by hand are found)."""
+    try:
+        from huggingface_hub import constants
+
+        hf = f"{constants.HF_HUB_CACHE} (Hugging Face's cache, $HF_HUB_CACHE)"
+    except ImportError:
+        hf = "(pip install 'resnets[pretrained]')"
+    return {
+        "torchvision": f"{Path(torch.hub.get_dir()) / 'checkpoints'} ($TORCH_HOME/hub/checkpoints)",
+        "timm": hf,
+    }
+
+
 def load_pretrained(model: ResNet, record: Pretrained, new_head: bool = True) -> Pretrained:
     """Fetch the weights of `record` (from the cache, else downloaded with the library's checks), load them
     into `model` as `load_weights` does, and keep their record (with the file) as `model.pretrained`."""

@@ -1,0 +1,186 @@
+"""Named weights, offline: torchvision's and timm's names load from their libraries' caches with the network
+blocked, a missing file fails in one line that says where to put it, and the weights' classes and
+preprocessing reach `predict`. The cached files are random weights saved under the names the libraries use."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+from resnets import create_model
+from resnets.cli import main
+from resnets.models.pretrained import resolve_weights_name
+from resnets.train import TrainConfig
+from resnets.train.loop import build_model, load_data
+from resnets.trained import load_trained
+
+CIFAR = Path(__file__).parent / "fixtures" / "cifar10"
+CAT = next((CIFAR / "test" / "cat").iterdir())
+RESNET18 = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+REV = "0123456789abcdef0123456789abcdef01234567"  # a commit hash, as huggingface_hub names snapshots
+
+
+@pytest.fixture
+def caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No network at all, and empty torch.hub and Hugging Face caches in tmp_path (HF_HUB_OFFLINE=1)."""
+    import huggingface_hub.constants as hf
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    # huggingface_hub reads its variables once, at import: set them where it looks them up
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    return tmp_path
+
+
+@pytest.fixture
+def resnet18_file(caches: Path) -> dict[str, torch.Tensor]:
+    """torchvision's resnet18 IMAGENET1K_V1 in torch.hub's cache (random weights under its file name)."""
+    state = torchvision.models.resnet18().state_dict()
+    path = caches / "torch" / "hub" / "checkpoints" / Path(RESNET18.url).name
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    return state
+
+
+def hf_snapshot(cache: Path, repo: str, rev: str) -> Path:
+    """Where huggingface_hub keeps `repo`'s model.safetensors at `rev`, with refs/main pointing to it."""
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / "main").write_text(rev)
+    (folder / "snapshots" / rev).mkdir(parents=True, exist_ok=True)
+    return folder / "snapshots" / rev / "model.safetensors"
+
+
+def test_torchvision_name_loads_the_cached_file_exactly(resnet18_file: dict[str, torch.Tensor]) -> None:
+    """torch.hub checks the sha256 prefix in the name when it downloads, never on a cached file: so a random
+    file under that name loads, with no network, and equals what was saved."""
+    model = create_model("resnet18", weights="IMAGENET1K_V1")
+    assert model.state_dict().keys() == resnet18_file.keys()
+    assert all(torch.equal(v, resnet18_file[k]) for k, v in model.state_dict().items())
+    record = model.pretrained
+    assert record is not None and record.file is not None and record.file.name == "resnet18-f37072fd.pth"
+    assert (record.source, record.url, record.accuracy) == ("torchvision", RESNET18.url, 69.758)
+    assert (record.resize, record.crop, record.categories[207]) == (256, 224, "golden retriever")
+
+
+def test_default_is_torchvisions_default() -> None:
+    assert resolve_weights_name("resnet18", "DEFAULT").name == "IMAGENET1K_V1"
+    v2 = resolve_weights_name("resnet50", "DEFAULT")  # the newer recipe: evaluated at resize 232
+    assert (v2.name, v2.resize, v2.crop, v2.accuracy) == ("IMAGENET1K_V2", 232, 224, 80.858)
+
+
+def test_missing_file_offline_says_where_to_put_it(caches: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = "https://download.pytorch.org/models/resnet34-b627a593.pth"
+    path = caches / "torch" / "hub" / "checkpoints" / "resnet34-b627a593.pth"
+    with pytest.raises(OSError, match="network blocked") as error:
+        create_model("resnet34", weights="IMAGENET1K_V1")
+    assert url in str(error.value) and f"put that file at {path}" in str(error.value)
+    assert not path.exists() and "\n" not in str(error.value)
+    capsys.readouterr()
+    assert main(["predict", "IMAGENET1K_V1", "--model", "resnet34", str(CAT)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and url in err and str(path) in err
+    # following the message works
+    torch.save(torchvision.models.resnet34().state_dict(), path)
+    assert create_model("resnet34", weights="IMAGENET1K_V1").pretrained.file == path
+
+
+@pytest.mark.parametrize(
+    ("model", "weights", "message"),
+    [
+        ("resnet18", "IMAGENET1K_V3", "unknown weights 'IMAGENET1K_V3' for resnet18: torchvision's are "
+         "DEFAULT, IMAGENET1K_V1; timm's are timm:TAG (`resnets weights resnet18` lists them)"),
+        ("cifar_resnet20", "DEFAULT", "cifar_resnet20 has no named weights (neither torchvision nor timm"),
+        ("resnet50d", "IMAGENET1K_V1", "torchvision has no resnet50d); timm's are timm:a1_in1k"),
+        ("resnet50d", "timm:nope", "timm has no weights 'nope' for resnet50d: it has timm:a1_in1k"),
+    ],
+)  # fmt: skip
+def test_unknown_name_lists_the_valid_ones(model: str, weights: str, message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        create_model(model, weights=weights)
+    assert message in str(error.value)
+
+
+def test_predict_names_imagenet_classes_and_uses_the_weights_preprocessing(
+    resnet18_file: dict[str, torch.Tensor], caches: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    categories = RESNET18.meta["categories"]
+    named = load_trained("IMAGENET1K_V1", "resnet18")
+    assert named.classes == categories and (named.resize, named.image_size) == (256, (224, 224))
+    assert named.mean == (0.485, 0.456, 0.406) and named.path == named.model.pretrained.file
+    downloaded = load_trained(named.path, "resnet18")  # the torchvision file, known by its name
+    assert downloaded.model.pretrained.name == "IMAGENET1K_V1" and downloaded.classes == categories
+    other = caches / "resnet18.pth"  # any other 1000-class file without our metadata: ImageNet's classes
+    torch.save(resnet18_file, other)
+    assert load_trained(other, "resnet18").classes == categories
+    assert main(["predict", "IMAGENET1K_V1", "--model", "resnet18", "--top-k", "3", str(CAT)]) == 0
+    names = [part.rsplit(" ", 1)[0] for part in capsys.readouterr().out.split(": ", 1)[1].split(", ")]
+    assert len(names) == 3 and all(name in categories for name in names), names
+
+
+def test_fine_tuning_starts_from_named_weights(resnet18_file: dict[str, torch.Tensor]) -> None:
+    """`train --weights IMAGENET1K_V1`: the body is the weights', the classifier new for the data's classes."""
+    cfg = TrainConfig(
+        model="resnet18", weights="IMAGENET1K_V1", data=f"folder:{CIFAR}", image_size=32, workers=0
+    )
+    with pytest.warns(UserWarning, match="IMAGENET1K_V1: classifier re-initialised for 10 classes"):
+        model = build_model(cfg, load_data(cfg))
+    assert torch.equal(model.state_dict()["layer4.1.conv2.weight"], resnet18_file["layer4.1.conv2.weight"])
+    assert model.num_classes == 10
+
+
+def test_timm_name_loads_from_the_hugging_face_cache(caches: Path) -> None:
+    timm = pytest.importorskip("timm")
+    state = timm.create_model("resnet50d", pretrained=False).state_dict()
+    file = hf_snapshot(caches / "hf", "timm/resnet50d.ra2_in1k", REV)
+    save_file(state, str(file))
+    model = create_model("resnet50d", weights="timm:ra2_in1k")
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    record = model.pretrained
+    assert (record.source, record.file, record.repo_id) == ("timm", file, "timm/resnet50d.ra2_in1k")
+    assert (record.resize, record.crop, record.categories[207]) == (256, 224, "golden retriever")
+
+
+def test_timm_missing_file_offline_says_where_to_put_it(caches: Path) -> None:
+    pytest.importorskip("timm")
+    with pytest.raises(OSError) as error:
+        create_model("resnet18d", weights="timm:ra2_in1k")
+    message = str(error.value)
+    folder = caches / "hf" / "models--timm--resnet18d.ra2_in1k"
+    url = "https://huggingface.co/timm/resnet18d.ra2_in1k/resolve/main/model.safetensors"
+    assert "\n" not in message and url in message
+    assert f"put that file at {folder}/snapshots/local/model.safetensors" in message
+    assert f"the word local in {folder}/refs/main" in message
+    # following the message works
+    save_file(
+        create_model("resnet18d").state_dict(),
+        str(hf_snapshot(caches / "hf", "timm/resnet18d.ra2_in1k", "local")),
+    )
+    assert create_model("resnet18d", weights="timm:ra2_in1k").pretrained.file.parent.name == "local"
+
+
+def test_weights_command_lists_names_accuracy_size_and_cache(
+    resnet18_file: dict[str, torch.Tensor], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["weights", "resnet50"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    v1 = next(line for line in lines if "IMAGENET1K_V1" in line)
+    v2 = next(line for line in lines if "IMAGENET1K_V2" in line)
+    assert "76.13%" in v1 and "97.8 MB" in v1 and "no" in v1.split()
+    assert "80.86%" in v2 and "DEFAULT" in v2
+    assert any("timm:ra_in1k" in line for line in lines)
+    assert main(["weights", "resnet18"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "IMAGENET1K_V1" in line)
+    assert "yes" in row.split()
+    assert main(["weights", "cifar_resnet20"]) == 0
+    assert "cifar_resnet20: no named weights" in capsys.readouterr().out
