@@ -15,7 +15,8 @@ from safetensors.torch import save_file
 from resnets import create_model
 from resnets.cli import main
 from resnets.models.pretrained import resolve_weights_name
-from resnets.train import TrainConfig
+from resnets.train import TrainConfig, fit
+from resnets.train.checkpoint import read_meta
 from resnets.train.loop import build_model, load_data
 from resnets.trained import load_trained
 
@@ -128,15 +129,19 @@ def test_predict_names_imagenet_classes_and_uses_the_weights_preprocessing(
     assert len(names) == 3 and all(name in categories for name in names), names
 
 
-def test_fine_tuning_starts_from_named_weights(resnet18_file: dict[str, torch.Tensor]) -> None:
-    """`train --weights IMAGENET1K_V1`: the body is the weights', the classifier new for the data's classes."""
-    cfg = TrainConfig(
-        model="resnet18", weights="IMAGENET1K_V1", data=f"folder:{CIFAR}", image_size=32, workers=0
-    )
+def test_fine_tuning_starts_from_named_weights(resnet18_file: dict[str, torch.Tensor], caches: Path) -> None:
+    """`train --weights IMAGENET1K_V1`: the body is the weights', the classifier new for the data's classes,
+    and the run's weights record what the name resolved to."""
+    cfg = TrainConfig(model="resnet18", weights="IMAGENET1K_V1", data=f"folder:{CIFAR}", image_size=32,
+                      epochs=1, batch_size=16, limit=32, test_limit=16, workers=0, quiet=True,
+                      out=str(caches / "run"))  # fmt: skip
     with pytest.warns(UserWarning, match="IMAGENET1K_V1: classifier re-initialised for 10 classes"):
         model = build_model(cfg, load_data(cfg))
     assert torch.equal(model.state_dict()["layer4.1.conv2.weight"], resnet18_file["layer4.1.conv2.weight"])
     assert model.num_classes == 10
+    with pytest.warns(UserWarning, match="classifier re-initialised"):
+        fit(cfg)
+    assert read_meta(caches / "run" / "last.safetensors")["pretrained"] == RESNET18.url
 
 
 def test_timm_name_loads_from_the_hugging_face_cache(caches: Path) -> None:

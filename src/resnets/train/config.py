@@ -39,7 +39,7 @@ class TrainConfig:
     cutout: int = 0
     mixup: float = 0.0  # Beta(alpha, alpha); 0 disables
     # model options
-    weights: str | None = None  # local .pth/.safetensors (torchvision/timm/ours) to start from
+    weights: str | None = None  # a local .pth/.safetensors file, or a name: IMAGENET1K_V1, DEFAULT, timm:TAG
     freeze: bool = False  # train only the classifier (and BatchNorm, see train_bn) for all epochs
     freeze_epochs: int = 0  # fastai's fine_tune: N head-only epochs first, then `epochs` with all layers
     train_bn: bool = True  # BatchNorm stays trainable while the body is frozen (fastai's default)
@@ -223,7 +223,8 @@ HELP: dict[str, str] = {
     "sampler": "balanced: draw every epoch with replacement, each class equally likely (seeded)",
     "milestones": "step schedule: fractions of the training length where the LR is multiplied by --gamma "
     "(None: 0.5 0.75, the paper's)",
-    "weights": "local .pth/.safetensors file (ours, torchvision's or timm's layout) to start from",
+    "weights": "start from a local .pth/.safetensors file (ours, torchvision's or timm's layout) or from named "
+    "weights: torchvision's (DEFAULT, IMAGENET1K_V1, ...) or timm's (timm:TAG); `resnets weights` lists them",
 }
 
 # What `--resume` may change: more epochs (the schedule stretches to the new length), where the data lies now,

@@ -98,6 +98,8 @@ def model_spec(cfg: TrainConfig) -> ResNetSpec:
 
 def build_model(cfg: TrainConfig, bundle: DataBundle) -> ResNet:
     """The model for this data: classes from the data, channels from the data (or --in-channels)."""
+    # named weights (IMAGENET1K_V1) come with ImageNet's classes and normalisation; fine-tuning keeps the
+    # data's: a new classifier for its classes (with a warning) and its own mean and std
     return create_model(
         cfg.model,
         num_classes=bundle.num_classes,

@@ -285,6 +285,7 @@ def weights_meta(cfg: TrainConfig, bundle: DataBundle, model: ResNet) -> dict:
         "data": cfg.data,
         "shortcut": cfg.shortcut,
         "spec_overrides": cfg.spec_overrides,
+        "pretrained": model.pretrained.url if model.pretrained else None,  # what a --weights NAME resolved to
     }
 
 
