@@ -95,6 +95,16 @@ def summary_table(results: list[dict[str, Any]], variants: list[str]) -> str:
     return "\n".join(lines)
 
 
+def sections(args: argparse.Namespace, results: list[dict[str, Any]], variants: list[str]) -> str:
+    """The summary of each part this study ran."""
+    titles = {"a": f"(a) From scratch, {args.epochs} epochs, with and without class weighting (`--class-weights balanced`)",
+              "b": f"(b) Fine-tune vs freeze, {args.transfer_epochs} epochs in all"}  # fmt: skip
+    return "\n\n".join(
+        f"## {titles[part]}\n\n{summary_table(results, [v for v in variants if v.startswith(part + '/')])}"
+        for part in args.parts
+    )
+
+
 def report(args: argparse.Namespace, results: list[dict[str, Any]], variants: list[str], record: dict) -> str:
     m = record["machine"]
     by_seed = "\n".join(
@@ -114,17 +124,10 @@ run, on the selected model. ResNet-18 with dropout 0.2 before the classifier, {a
 (resized from 224 px to fit this CPU), batch 64, SGD one-cycle, label smoothing 0.1, fp32.
 Sensitivity and specificity are for PNEUMONIA at probability threshold 0.5.
 **Pretrained weights are a stand-in:** no ImageNet weights can be downloaded here, so part (b) starts from a
-ResNet-18 trained on CIFAR-10 for {args.pretrain_epochs} epochs at 32 px on this machine. Conclusions about
+ResNet-18 trained on CIFAR-10 for {args.pretrain_epochs} epochs at 32 px on this machine (part (b)). Conclusions about
 ImageNet fine-tuning do not transfer one to one.
 
-## (a) From scratch, {args.epochs} epochs, with and without class weighting (`--class-weights balanced`)
-
-{summary_table(results, [v for v in variants if v.startswith("a/")])}
-
-## (b) Fine-tune vs freeze, {args.transfer_epochs} epochs in all
-
-{summary_table(results, [v for v in variants if v.startswith("b/")])}
-
+{sections(args, results, variants)}
 Mean ± standard deviation over seeds; "n" is how many seeds finished. A difference between two variants is
 only read as one when it exceeds the larger of their standard deviations.
 
