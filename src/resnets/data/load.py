@@ -88,22 +88,8 @@ def load_dataset(
         None if s is None else TensorSplit(convert_channels(s.images, channels), s.labels)
         for s in (train, val, test)
     )
-    mean, std = STATS[name]
-    return _checked(
-        DataBundle(
-            name=name,
-            classes=classes,
-            channels=channels,
-            image_size=(image_size, image_size) if image_size else tuple(train.images.shape[-2:]),
-            mean=convert_stats(mean, channels),
-            std=convert_stats(std, channels),
-            train=train,
-            test=test,
-            val=val,
-            dropped=bad,
-            source=source,
-        )
-    )
+    size = (image_size, image_size) if image_size else tuple(train.images.shape[-2:])
+    return _bundle(name, classes, channels, size, STATS[name], (train, val, test), bad, source)
 
 
 def _load_folders(
@@ -130,26 +116,25 @@ def _load_folders(
     warn_skipped(bad, source)
     if limit is not None:
         train = train.subset(balanced_subset(train.targets, limit))
-    mean, std = IMAGENET_STATS
-    return _checked(
-        DataBundle(
-            name=name,
-            classes=train.classes,
-            channels=channels,
-            image_size=size,
-            mean=convert_stats(mean, channels),
-            std=convert_stats(std, channels),
-            train=train,
-            test=test,
-            val=val,
-            dropped=bad,
-            source=source,
-        )
-    )
+    return _bundle(name, train.classes, channels, size, IMAGENET_STATS, (train, val, test), bad, source)
 
 
-def _checked(bundle: DataBundle) -> DataBundle:
-    """Refuse data that would give a meaningless number: an empty split, or one class (always 100%)."""
+def _bundle(
+    name: str,
+    classes: list[str],
+    channels: int,
+    size: tuple[int, int],
+    stats: tuple[tuple[float, ...], tuple[float, ...]],
+    splits: tuple,
+    dropped: list[Dropped],
+    source: Path,
+) -> DataBundle:
+    """The DataBundle of (train, val, test) `splits`, normalised by `stats` converted to `channels`, checked:
+    data that would give a meaningless number (an empty split, one class: always 100%) is refused."""
+    train, val, test = splits
+    mean, std = (convert_stats(values, channels) for values in stats)
+    bundle = DataBundle(name, classes, channels, size, mean, std, train=train, test=test, val=val,
+                        dropped=dropped, source=source)  # fmt: skip
     if bundle.num_classes < 2:
         raise DataError(f"{bundle.source} has {bundle.num_classes} class: classification needs at least two")
     for split in ("train", "val", "test"):
