@@ -112,9 +112,10 @@ def _fetch_torchvision(record: Pretrained) -> dict[str, torch.Tensor]:
         # torch.hub checks the sha256 prefix in the file name when it downloads, never on a cached file; we
         # read that file ourselves as it would (no network), with our weights_only reader and its messages
         return read_state_dict(record.file)
-    weights = _torchvision_enum(record.model)[record.name]  # type: ignore[index]
+    enum = _torchvision_enum(record.model)
+    assert enum is not None
     try:
-        return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+        return enum[record.name].get_state_dict(progress=True, check_hash=True, weights_only=True)
     except OSError as e:  # urllib's URLError and HTTPError are OSErrors; a wrong hash is a RuntimeError
         raise OSError(
             f"cannot download {record.url} ({_reason(e)}); offline, put that file at {record.file}"
@@ -226,8 +227,9 @@ def _fetch_timm(record: Pretrained) -> tuple[dict[str, torch.Tensor], Path]:
             break
         except LocalEntryNotFoundError as e:  # offline (HF_HUB_OFFLINE=1) or no connection, and not cached
             repo = Path(constants.HF_HUB_CACHE) / f"models--{record.repo_id.replace('/', '--')}"
+            reason = "HF_HUB_OFFLINE is set" if constants.is_offline_mode() else _reason(e)
             raise OSError(
-                f"cannot download {record.url} ({_reason(e)}); offline, put that file at "
+                f"cannot download {record.url} ({reason}); offline, put that file at "
                 f"{repo / 'snapshots' / 'local' / HF_FILES[0]} and the word local in {repo / 'refs' / 'main'}"
             ) from e
         except EntryNotFoundError:  # the repository has no such file: try timm's other one
@@ -238,8 +240,11 @@ def _fetch_timm(record: Pretrained) -> tuple[dict[str, torch.Tensor], Path]:
 
 
 def _reason(error: BaseException) -> str:
-    cause = getattr(error, "reason", None) or error.__cause__ or error
-    return " ".join(str(cause).split())[:120] or type(cause).__name__
+    """The root cause of a failed download, in short ("[Errno -3] Temporary failure in name resolution")."""
+    while isinstance(inner := getattr(error, "reason", None) or error.__cause__, BaseException):
+        error = inner  # urllib's URLError keeps it as `reason`, others chain it as the cause
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 # ---- one interface for both ----
@@ -305,14 +310,15 @@ def cache_dirs() -> dict[str, str]:
     }
 
 
-def load_pretrained(model: ResNet, record: Pretrained, new_head: bool = True) -> Pretrained:
+def load_pretrained(model: ResNet, record: Pretrained) -> Pretrained:
     """Fetch the weights of `record` (from the cache, else downloaded with the library's checks), load them
-    into `model` as `load_weights` does, and keep their record (with the file) as `model.pretrained`."""
+    into `model` as `load_weights` does (a classifier of another size is re-initialised, with a warning), and
+    keep their record (with the file) as `model.pretrained`."""
     if record.source == "torchvision":
         state = _fetch_torchvision(record)
     else:
         state, path = _fetch_timm(record)
         record = replace(record, file=path)
-    load_state(model, state, record.name, new_head)
+    load_state(model, state, record.name)
     model.pretrained = record
     return record
