@@ -8,14 +8,20 @@ faster than bf16 (docs/benchmarks.md). So, like cuDNN's benchmark mode, `precisi
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..files import atomic_write_text
+from ..machine import cpu_has_bf16, cpu_model
+from ..models import create_model
 from ..timing import median_seconds_each
 from .runtime import precision_name
 from .step import training_step
@@ -68,3 +74,32 @@ def fastest_cpu_format(
         seconds = median_seconds_each(runs, torch.device("cpu"), warmup=1, repeats=steps, min_time=0.0)
     speeds = {str(c): batch_shape[0] / t for c, t in zip(candidates, seconds, strict=True)}
     return max(candidates, key=lambda c: speeds[str(c)]), speeds
+
+
+REFERENCE_BATCH = (64, 3, 32, 32)  # the per-machine measurement: CIFAR ResNet-20, a typical small-image step
+
+
+def machine_format(
+    precisions: list[torch.dtype | None], layouts: list[bool], cache: Path
+) -> tuple[Candidate, dict[str, float]]:
+    """The fastest of `precisions` x `layouts` on this machine for a reference step (CIFAR ResNet-20, batch 64,
+    32 px), measured once per CPU model, torch version and thread count (a second or two) and cached in
+    `cache`, so that runs too short or too large to time their own model still get this CPU's faster format
+    rather than one guessed from its feature flags."""
+    key = f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    try:
+        known = json.loads(cache.read_text()) if cache.is_file() else {}
+    except (OSError, ValueError):
+        known = {}  # a damaged cache is measured again
+    if not isinstance(known.get(key), dict) or not all(
+        str(Candidate(p, c)) in known[key] for p in precisions for c in layouts
+    ):
+        reference = create_model("cifar_resnet20")
+        _, speeds = fastest_cpu_format(reference, REFERENCE_BATCH, 10, [None, torch.bfloat16] if cpu_has_bf16()
+                                       else [None], [False, True], steps=3)  # fmt: skip
+        known[key] = speeds
+        with contextlib.suppress(OSError):  # a read-only cache only costs measuring again next time
+            atomic_write_text(cache, json.dumps(known, indent=1))
+    speeds = known[key]
+    allowed = [Candidate(p, c) for p in precisions for c in layouts]
+    return max(allowed, key=lambda c: speeds.get(str(c), 0.0)), speeds

@@ -22,11 +22,12 @@ from torch import nn
 from ..data import DataBundle, make_loader
 from ..data.loader import balanced_class_weights
 from ..data.seeds import mix_seed
+from ..data.sources import cache_dir
 from ..files import atomic_write_text
 from ..interpret import Mistake, top_losses
 from ..models import ResNet
 from . import distributed, rundir
-from .autotune import fastest_cpu_format
+from .autotune import fastest_cpu_format, machine_format
 from .checkpoint import load_state, save_state, save_weights
 from .config import TrainConfig, resume_config
 from .loop import build_model, evaluate, load_data, log, set_frozen, train_one_epoch
@@ -207,30 +208,33 @@ def positive_index(cfg: TrainConfig, bundle: DataBundle) -> int:
 
 
 def tune_cpu_format(cfg: TrainConfig, runtime: Runtime, model: ResNet, bundle: DataBundle) -> Runtime:
-    """On a CPU, time the formats left to "auto" (precision, channels_last) and return the runtime with the
-    fastest; runtime.json records the choice, so a resumed run uses it. Skipped where the search would cost
-    more than ~5% of the run, for large images, in distributed jobs (ranks must agree) and with
-    --deterministic."""
+    """On a CPU, choose the formats left to "auto" (precision, channels_last) by speed, not by feature flags:
+    runs long enough time their own model (a few steps of each format, when that costs under ~5% of the
+    run); others (short runs, large images, distributed jobs, --deterministic) take this machine's cached
+    ranking for a reference step (`machine_format`). runtime.json records the choice for --resume."""
     precisions = [None, torch.bfloat16] if cfg.precision == "auto" and cpu_has_bf16() else [runtime.amp_dtype]
     layouts = [False, True] if cfg.channels_last is None else [cfg.channels_last]
+    if runtime.device.type != "cpu" or len(precisions) * len(layouts) == 1:
+        return runtime
     steps = cfg.total_epochs * (len(bundle.train) // cfg.batch_size)
     searched = len(precisions) * len(layouts) * 6  # steps the search takes (1 warm-up + 5 timed each)
-    if (
-        runtime.device.type == "cpu" and searched > 6 and steps >= 20 * searched
-        and bundle.image_size[0] * bundle.image_size[1] <= 64 * 64
-        and runtime.world_size == 1 and not cfg.deterministic
-    ):  # fmt: skip
-        shape = (cfg.batch_size, bundle.channels, *bundle.image_size)
-        best, speeds = fastest_cpu_format(model, shape, bundle.num_classes, precisions, layouts)
-        if speeds[str(best)] > 0:
-            runtime = replace(runtime, amp_dtype=best.amp_dtype, channels_last=best.channels_last)
-            ranked = sorted(speeds.items(), key=lambda kv: -kv[1])
-            log(
-                cfg,
-                runtime,
-                "fastest training format here: " + ", ".join(f"{n} {s:.0f} img/s" for n, s in ranked),
-            )
-    return runtime
+    own = (steps >= 20 * searched and bundle.image_size[0] * bundle.image_size[1] <= 64 * 64
+           and runtime.world_size == 1 and not cfg.deterministic)  # fmt: skip
+    shape = (cfg.batch_size, bundle.channels, *bundle.image_size)
+    best, speeds = (
+        fastest_cpu_format(model, shape, bundle.num_classes, precisions, layouts) if own else (None, {})
+    )
+    if best is None or speeds[str(best)] <= 0:  # not timed here, or one step too slow to time
+        cache = cache_dir() / "cpu_formats.json"
+        best, speeds = distributed.on_main(partial(machine_format, precisions, layouts, cache))
+        own = False
+    ranked = ", ".join(f"{n} {s:.0f} img/s" for n, s in sorted(speeds.items(), key=lambda kv: -kv[1]))
+    log(
+        cfg,
+        runtime,
+        f"fastest training format {'for this run' if own else 'on this machine (cached)'}: {ranked}",
+    )
+    return replace(runtime, amp_dtype=best.amp_dtype, channels_last=best.channels_last)
 
 
 def restore(run: Run, state: dict[str, Any]) -> None:
