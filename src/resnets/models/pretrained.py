@@ -285,7 +285,8 @@ def resolve_weights_name(model: str, name: str) -> Pretrained:
                 f"timm's are {', '.join(TIMM_PREFIX + t for t in tags)}"
             )
         raise ValueError(
-            f"{model} has no named weights (neither torchvision nor timm has it): give a local file or train it"
+            f"{model} has no named weights (neither torchvision nor timm has it): "
+            "use a local weights file, or none"
         )
     if name not in enum.__members__:
         names = ", ".join(["DEFAULT"] + [w.name for w in enum])
