@@ -167,8 +167,24 @@ def open_run(cfg: TrainConfig | None, run_dir: Path, changes: Mapping[str, Any])
         raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {len(bundle.train)} training images "
                          f"({runtime.world_size} process(es)): lower it or use more data")  # fmt: skip
     check_against_data(cfg, bundle)
+    runtime, model, optimizer, ema = build_training(cfg, runtime, bundle, tune=not known)
+    steps = len(make_loader(bundle, "train", cfg.batch_size, train=True, rank=runtime.rank,
+                            world_size=runtime.world_size))  # fmt: skip
+    run = Run(cfg, run_dir, runtime, bundle, model, optimizer, ema, steps, History(run_dir, config=cfg))
+    if cfg.class_weights == "balanced":
+        run.class_weight = balanced_class_weights(bundle.train, bundle.num_classes).to(runtime.device)
+    if resuming:
+        restore(run, distributed.on_main(partial(load_state, run_dir)))
+    return run
+
+
+def build_training(
+    cfg: TrainConfig, runtime: Runtime, bundle: DataBundle, tune: bool
+) -> tuple[Runtime, ResNet, torch.optim.Optimizer, nn.Module | None]:
+    """The model in its fastest format (`tune`: chosen now; else as resolved before), the optimizer and the
+    weights' moving average (--ema)."""
     model = build_model(cfg, bundle).to(runtime.device)
-    if not known:
+    if tune:
         runtime = tune_cpu_format(cfg, runtime, model, bundle)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -180,14 +196,7 @@ def open_run(cfg: TrainConfig | None, run_dir: Path, changes: Mapping[str, Any])
         ema = torch.optim.swa_utils.AveragedModel(
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True
         )
-    steps = len(make_loader(bundle, "train", cfg.batch_size, train=True, rank=runtime.rank,
-                            world_size=runtime.world_size))  # fmt: skip
-    run = Run(cfg, run_dir, runtime, bundle, model, optimizer, ema, steps, History(run_dir, config=cfg))
-    if cfg.class_weights == "balanced":
-        run.class_weight = balanced_class_weights(bundle.train, bundle.num_classes).to(runtime.device)
-    if resuming:
-        restore(run, distributed.on_main(partial(load_state, run_dir)))
-    return run
+    return runtime, model, optimizer, ema
 
 
 def check_against_data(cfg: TrainConfig, bundle: DataBundle) -> None:
