@@ -4,6 +4,7 @@ evaluated once; the metrics medical users need, checked against cases computed b
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -95,6 +96,8 @@ def test_validation_selects_and_test_is_evaluated_once(
     assert all(r["test_acc"] == "" for r in rows), "test evaluated during training"
     assert [split for split, _ in loaders] == ["val", "val", "test"]  # epochs, then the final model once
     assert history.best_epoch == 2 and history.best_acc == pytest.approx(0.7)
+    results = json.loads((out / "results.json").read_text())
+    assert results["best_epoch"] == 2 and results["test"]["accuracy"] == pytest.approx(history.test_acc)
     best, last = load_file(out / "best.safetensors"), load_file(out / "last.safetensors")
     assert any(not torch.equal(best[k], last[k]) for k in best)
     assert all(torch.equal(v, history.model.state_dict()[k].cpu()) for k, v in best.items())

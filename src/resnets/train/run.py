@@ -492,5 +492,16 @@ def _fit(run: Run) -> History:
     if history.epochs:
         finish(run, result)
         if runtime.is_main:
+            write_results(run.dir, history)
             write_report(run.dir, cfg, run.bundle, history)
     return history
+
+
+def write_results(run_dir: Path, history: History) -> None:
+    """results.json: the final model's numbers for scripts (test, and the validation split that chose it)."""
+    results = {
+        "best_epoch": history.best_epoch, "epochs": len(history.epochs), "test": history.final.summary(),
+        "val": history.val.summary() if history.val is not None else None,
+        "operating": {k: vars(op) for k, op in history.operating.items()},
+    }  # fmt: skip
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))

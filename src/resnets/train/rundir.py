@@ -22,7 +22,7 @@ except ImportError:  # Windows: no advisory locks; folders are still protected f
     fcntl = None
 
 # the files a run writes (and `--overwrite` removes); anything else in the folder is the user's
-RUN_FILES = ("config.json", "runtime.json", "metrics.csv", "last.safetensors", "best.safetensors", "state.pt", "report.md",
+RUN_FILES = ("config.json", "runtime.json", "results.json", "metrics.csv", "last.safetensors", "best.safetensors", "state.pt", "report.md",
              "curves.png", "confusion.png", "roc_pr.png", "top_losses.png")  # fmt: skip
 RUN_DIRS = ("tensorboard",)
 
