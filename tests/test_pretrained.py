@@ -4,6 +4,7 @@ preprocessing reach `predict`. The cached files are random weights saved under t
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -189,3 +190,29 @@ def test_weights_command_lists_names_accuracy_size_and_cache(
     assert "yes" in row.split()
     assert main(["weights", "cifar_resnet20"]) == 0
     assert "cifar_resnet20: no named weights" in capsys.readouterr().out
+
+
+def test_export_named_weights_writes_here(
+    resnet18_file: dict[str, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Named weights live in a library's cache: the export lands in the working folder, named after them."""
+    monkeypatch.chdir(tmp_path)
+    assert (
+        main(
+            [
+                "export",
+                "IMAGENET1K_V1",
+                "--model",
+                "resnet18",
+                "--format",
+                "pt2",
+                "--input-size",
+                "3",
+                "32",
+                "32",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "resnet18-IMAGENET1K_V1.pt2").is_file()
+    assert json.loads((tmp_path / "resnet18-IMAGENET1K_V1.pt2.json").read_text())["classes"][:1] == ["tench"]

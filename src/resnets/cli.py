@@ -189,8 +189,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .trained import load_trained, resolve_weights
 
     check_format(args.format, args.out)
-    out = Path(args.out) if args.out else resolve_weights(args.weights).with_suffix(FORMATS[args.format])
     trained = load_trained(args.weights, args.model, args.num_classes, args.in_channels)
+    if args.out:
+        out = Path(args.out)
+    elif Path(args.weights).exists():  # next to the weights file (or the run folder's model)
+        out = resolve_weights(args.weights).with_suffix(FORMATS[args.format])
+    else:  # named weights live in a library's cache: write here, named after them
+        out = Path(f"{args.model}-{args.weights.replace(':', '-')}{FORMATS[args.format]}")
     model = fuse_bn(trained.model)
     size = tuple(args.input_size) if args.input_size else (model.in_channels, *trained.image_size)
     if size[0] != model.in_channels:
