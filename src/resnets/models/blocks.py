@@ -7,27 +7,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 from .shortcuts import make_shortcut
 from .spec import EXPANSION, ResNetSpec
-
-
-class DropPath(nn.Module):
-    """Stochastic depth (Huang et al. 2016): drop the residual branch per sample while training."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 def conv_layout(
@@ -68,7 +51,8 @@ class ResidualBlock(nn.Module):
         self.downsample = make_shortcut(
             spec.shortcut, in_channels, out_channels, stride, avg_down=spec.avg_down, preact=spec.preact
         )
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        # stochastic depth (Huang et al. 2016): the residual branch dropped per sample while training
+        self.drop_path = StochasticDepth(drop_path, mode="row") if drop_path > 0 else nn.Identity()
 
     def zero_init_last(self) -> None:
         """Start the block as an identity (Goyal et al. 2017): zero the last BN scale (v1) or last conv (v2)."""

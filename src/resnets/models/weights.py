@@ -87,7 +87,8 @@ def to_our_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """Reuse RGB stem filters for another channel count: sum them for grayscale, else tile and rescale."""
+    """Reuse RGB stem filters for another channel count: sum them for grayscale, else tile and rescale
+    (the rule of timm's `adapt_input_conv`, which this follows)."""
     have = weight.shape[1]
     if in_channels == 1:
         return weight.sum(dim=1, keepdim=True)
