@@ -174,6 +174,64 @@ def test_large_jpeg_decodes_reduced_but_not_below_min_side(tmp_path: Path) -> No
     assert read_image(path, 1, min_side=100).shape == (1, 120, 160)
 
 
+def pillow_decode(path: Path, channels: int, min_side: int) -> torch.Tensor:
+    """The reference: Pillow alone (draft scale and colour conversion as `read_image` asks), as (C, H, W)."""
+    with Image.open(path) as image:
+        mode = "L" if channels == 1 else "RGB"
+        image.draft(mode, (min_side, min_side) if min_side else None)
+        array = np.asarray(image.convert(mode)).reshape(image.height, image.width, -1)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [
+        ("RGB", {"subsampling": 2}),  # 4:2:0, as most photos and the chest X-rays
+        ("RGB", {"subsampling": 0, "progressive": True}),
+        ("RGB", {"keep_rgb": True}),  # stored as RGB, not YCbCr
+        ("L", {}),
+    ],
+)
+def test_jpeg_fast_path_gives_pillows_pixels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, options: dict
+) -> None:
+    """libjpeg-turbo through simplejpeg decodes, scales and converts JPEGs to the pixels Pillow gives, without
+    Pillow. Identical with libjpeg-turbo 3.1 (simplejpeg 1.9) and 3.2 (Pillow 13); ±1 allows another release's
+    IDCT rounding."""
+    array = rgb(301, 213, seed=11)  # odd sides: partial DCT blocks, rounded-up scaled sizes
+    path = save(array if kind == "RGB" else array[..., 1], tmp_path / "x.jpg", quality=90, **options)
+    cases = [(channels, min_side) for channels in (1, 3) for min_side in (0, 25, 40, 75, 150, 301)]
+    expected = [pillow_decode(path, channels, min_side) for channels, min_side in cases]
+    monkeypatch.setattr(Image, "open", None)  # Pillow is not used for these files
+    for (channels, min_side), reference in zip(cases, expected, strict=True):
+        decoded = read_image(path, channels, min_side)
+        assert decoded.shape == reference.shape, (channels, min_side)
+        assert (decoded.int() - reference.int()).abs().max() <= 1, (channels, min_side)
+    assert read_image(path, 3, min_side=40).shape == (3, 76, 54)  # 1/4: 1/8 would make 213 -> 27 < 40
+
+
+def test_jpegs_libjpeg_turbo_refuses_go_to_pillow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Truncated JPEGs are still refused (at any scale), CMYK ones get Pillow's colour conversion, and the pixel
+    limit holds before any decoding."""
+    whole = save(rgb(240, 320, seed=13), tmp_path / "whole.jpg", quality=90).read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) * 2 // 3])  # cut in the pixels, not the headers
+    for path in (truncated_jpeg(tmp_path / "cut_header.jpg"), tmp_path / "cut.jpg"):
+        for min_side in (0, 1):
+            with pytest.raises(UnreadableImage, match=path.name):
+                read_image(path, 3, min_side)
+    cmyk = Image.fromarray(rgb(seed=12)).convert("CMYK")
+    cmyk.save(tmp_path / "cmyk.jpg", quality=95)
+    with Image.open(tmp_path / "cmyk.jpg") as image:
+        assert image.mode == "CMYK"
+        expected = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+    assert torch.equal(read_image(tmp_path / "cmyk.jpg", 3), expected)
+    motion = jpeg_with_trailing_data(tmp_path / "motion.jpg")
+    assert torch.equal(read_image(motion, 3), pillow_decode(motion, 3, 0))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 24x32 = 768 pixels
+    with pytest.raises(UnreadableImage, match=r"768 pixels is over the limit of 500"):
+        read_image(motion, 3)
+
+
 def trained_for(channels: int, folder: Path) -> Trained:
     """A model as `predict` loads it: from a plain weights file (ImageNet normalisation, the model's input size)."""
     path = folder / f"weights{channels}.safetensors"

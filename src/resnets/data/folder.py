@@ -1,16 +1,18 @@
-"""Image-folder data sets (class sub-folders of image files), decoded from disk on demand by Pillow."""
+"""Image-folder data sets (class sub-folders of image files), decoded from disk on demand (libjpeg-turbo, Pillow)."""
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
+import simplejpeg
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -24,6 +26,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".g
 EVAL_RESIZE = 1.14  # eval: resize the short side to 1.14x the crop (256/224), then center-crop
 MIN_CROP_AREA = 0.08  # the smallest random-resized crop, as a fraction of the image (Inception)
 _PNG_MAGIC, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+_JPEG_MAGIC = b"\xff\xd8\xff"
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit gray (PNG, TIFF); "I" holds them as int32
 
@@ -46,15 +49,63 @@ class Dropped(NamedTuple):
 def read_image(path: Path, channels: int, min_side: int = 0) -> torch.Tensor:
     """Decode an image file into uint8 (C, H, W), gray (1) or RGB (3): the one decoder for training and predict.
 
-    Pillow reads it (the first page of a multi-page TIFF or GIF); 16-bit images are scaled to 8 bits and
-    colour is converted as Pillow does (ITU-R 601 luma for gray, alpha dropped). A JPEG whose short side is
-    at least twice `min_side` is decoded at 1/2, 1/4 or 1/8 scale, never below `min_side`, which is much
-    faster. An image over `PIL.Image.MAX_IMAGE_PIXELS` pixels is refused before decoding, so one huge file
-    cannot exhaust memory.
+    JPEGs (YCbCr, RGB or gray) are decoded by libjpeg-turbo through simplejpeg straight into the returned
+    array, with the pixels Pillow gives; every other format, and any JPEG simplejpeg refuses (CMYK, a truncated
+    or corrupt stream), is read by Pillow, which decides. Multi-page TIFF and GIF give their first page,
+    16-bit images are scaled to 8 bits and colour is converted as Pillow does (ITU-R 601 luma for gray, alpha
+    dropped). A JPEG whose short side is at least twice `min_side` is decoded at 1/2, 1/4 or 1/8 scale, never
+    below `min_side`, which is much faster. An image over `PIL.Image.MAX_IMAGE_PIXELS` pixels is refused
+    before decoding, so one huge file cannot exhaust memory.
     """
+    try:
+        with open(path, "rb") as file:
+            jpeg = file.read(len(_JPEG_MAGIC)) == _JPEG_MAGIC
+            file.seek(0)
+            data = file.read() if jpeg else b""
+            array = _turbo_jpeg(path, data, channels, min_side) if jpeg else None
+            if array is None:
+                array = _pillow(path, io.BytesIO(data) if jpeg else file, channels, min_side)
+    except OSError as e:  # the file cannot be opened or read
+        raise UnreadableImage(path, str(e) or type(e).__name__) from e
+    # RGB stays a channels-last view (as torchvision's decoders returned): uint8 antialiased resize is ~2x
+    # faster on it than on a contiguous (C, H, W) copy, which would cost a copy as well
+    return torch.from_numpy(array.reshape(*array.shape[:2], -1)).permute(2, 0, 1)
+
+
+def _turbo_jpeg(path: Path, data: bytes, channels: int, min_side: int) -> np.ndarray | None:
+    """Decode a JPEG with libjpeg-turbo into a writable (H, W, C) array; None where Pillow has to decide."""
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        raise UnreadableImage(path, _over_limit(width, height, limit))
+    if colorspace not in ("YCbCr", "RGB", "Gray"):  # CMYK, YCCK: Pillow's conversion, not simplejpeg's
+        return None
+    scale = _draft_scale(width, height, min_side)
+    try:
+        # strict: a libjpeg warning (truncated or corrupt data) raises, and Pillow then decides
+        return simplejpeg.decode_jpeg(
+            data,
+            colorspace="GRAY" if channels == 1 else "RGB",
+            min_height=-(-height // scale),  # the sizes Pillow's draft gives: ceil(side / scale)
+            min_width=-(-width // scale),
+        )
+    except ValueError:
+        return None
+
+
+def _draft_scale(width: int, height: int, min_side: int) -> int:
+    """The DCT scale-down `Image.draft` picks: the largest of 8, 4, 2 keeping both sides >= min_side, else 1."""
+    return next((s for s in (8, 4, 2) if min_side and s * min_side <= min(width, height)), 1)
+
+
+def _pillow(path: Path, source: BinaryIO, channels: int, min_side: int) -> np.ndarray:
+    """Decode any format Pillow reads into a writable (H, W) or (H, W, 3) uint8 array."""
     limit = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             width, height = image.size
             if limit and width * height > limit:
                 raise UnreadableImage(path, _over_limit(width, height, limit))
@@ -64,15 +115,13 @@ def read_image(path: Path, channels: int, min_side: int = 0) -> torch.Tensor:
                 image.draft(mode, (min_side, min_side) if min_side else None)
             image.load()
             image = _to_mode(image, mode)
+    except UnreadableImage:
+        raise
     except Image.DecompressionBombError as e:  # Pillow refuses twice the limit on open, before we see a size
         raise UnreadableImage(path, f"{e}; raise PIL.Image.MAX_IMAGE_PIXELS to read it") from e
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise UnreadableImage(path, str(e) or type(e).__name__) from e
-    array = np.asarray(image)  # (H, W) or (H, W, 3), read-only
-    tensor = torch.from_numpy(array.copy())
-    # RGB stays a channels-last view (as torchvision's decoders return): uint8 antialiased resize is ~2x
-    # faster on it than on a contiguous (C, H, W) copy, which would cost a copy as well
-    return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+    return np.asarray(image).copy()  # Pillow's buffer is read-only
 
 
 def _over_limit(width: int, height: int, limit: int) -> str:
@@ -106,7 +155,7 @@ def suspect(path: Path) -> str | None:
         return str(e)
     if head.startswith(_PNG_MAGIC):
         return None if _PNG_END in tail else "no PNG end chunk (IEND) at the end of the file"
-    if head.startswith(b"\xff\xd8\xff"):  # 0xFFD9 can only be the end-of-image marker in a JPEG stream
+    if head.startswith(_JPEG_MAGIC):  # 0xFFD9 can only be the end-of-image marker in a JPEG stream
         return None if b"\xff\xd9" in tail else "no JPEG end marker at the end of the file"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return (
