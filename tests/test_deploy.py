@@ -76,21 +76,50 @@ def test_bf16_predicts_the_same_classes() -> None:
     assert (out - ref).abs().max() < 0.05 * ref.abs().max()
 
 
-def test_fp32_default_is_channels_last_and_int8_stays_close() -> None:
+def test_fp32_default_is_channels_last() -> None:
     model = trained_like("cifar_resnet20", 32)
     fp32 = prepare_for_inference(model)
     assert fp32.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    batches = [torch.randn(8, 3, 32, 32) for _ in range(4)]
-    int8 = prepare_for_inference(model, dtype="int8", calibration=batches)
     x = torch.randn(8, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)
         assert (fp32(x) - ref).abs().max() < 1e-4 * ref.abs().max()
-        assert (int8(x) - ref).abs().max() < 0.1 * ref.abs().max()
-    with pytest.raises(ValueError, match="calibration"):
-        prepare_for_inference(model, dtype="int8")
     with pytest.raises(ValueError, match="dtype"):
         prepare_for_inference(model, dtype="fp16")
+
+
+def test_int8_runs_every_conv_as_an_int8_kernel_and_stays_close() -> None:
+    pytest.importorskip("torchao")
+    from torch._dynamo.utils import counters
+
+    model = trained_like("cifar_resnet20", 32)
+    g = torch.Generator().manual_seed(2)
+    int8 = prepare_for_inference(
+        model, dtype="int8", calibration=[torch.randn(8, 3, 32, 32, generator=g) for _ in range(4)]
+    )
+    x = torch.randn(8, 3, 32, 32, generator=g)
+    counters.clear()
+    with torch.no_grad():
+        ref, out = model(x), int8(x)
+    # Inductor lowered each conv (with its ReLU, or residual add + ReLU) to a oneDNN int8 kernel: without
+    # freezing it would run dequantize -> fp32 conv -> quantize, 3-6x slower than fp32
+    lowered = (
+        counters["inductor"]["qconv_unary_lower_count"] + counters["inductor"]["qconv2d_binary_lower_count"]
+    )
+    assert lowered == sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    assert out.dtype == torch.float32 and (out - ref).abs().max() < 0.1 * ref.abs().max()
+    with pytest.raises(ValueError, match="calibration"):
+        prepare_for_inference(model, dtype="int8")
+    with pytest.raises(ValueError, match="layout"):
+        prepare_for_inference(model, dtype="int8", channels_last=True, calibration=[x])
+
+
+def test_int8_without_torchao_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torchao.quantization.pt2e.quantize_pt2e", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'resnets\[int8\]'"):
+        prepare_for_inference(
+            create_model("cifar_resnet20"), dtype="int8", calibration=[torch.randn(2, 3, 32, 32)]
+        )
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "pt2"])
