@@ -1,71 +1,57 @@
-"""Image decoding and folder loading: Pillow (resnets' `read_image`) against torchvision's `decode_image`, and
-today's folder pipeline against a baseline version of `resnets/data/folder.py`, interleaved in one process.
+"""Image decoding and folder loading: today's `resnets/data/folder.py` against a baseline version of it (and
+optionally a previous one), decode alone and whole `FolderSplit` items, interleaved in one process.
 
-    git show 5e8640b:src/resnets/data/folder.py > /tmp/folder_before.py
-    python benchmarks/image_decoding.py --data-root PATH/chest_xray --baseline /tmp/folder_before.py
+    git show 5e8640b:src/resnets/data/folder.py > /tmp/folder_torchvision.py  # torchvision's decode_image
+    git show 49d7105:src/resnets/data/folder.py > /tmp/folder_pillow.py  # Pillow for every format
+    python benchmarks/image_decoding.py --data-root PATH/chest_xray \\
+        --baseline /tmp/folder_torchvision.py --previous /tmp/folder_pillow.py
 
-The large-image cases enlarge a quarter of the files (--scale), where JPEG draft decoding can help. Each round
-times every case once over the same files, in an order that alternates between rounds; the table
-gives the median round and the ratio of medians. On a shared machine, trust the ratios more than the rates.
-Prints a Markdown section (command, commit, CPU, versions, table) for docs/benchmarks.md.
+The large-image cases enlarge a quarter of the files (--scale), where JPEG DCT scaling can help. Every
+round times each case once over the same files (`resnets.timing.median_seconds_each`: the order alternates
+between rounds); the table gives medians and their ratios. On a shared machine, trust the ratios more than
+the rates. Prints a Markdown section (command, commit, CPU, load, versions, table) for docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import PIL
+import simplejpeg
 import torch
 import torchvision
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_image
 
 from resnets.data import folder
-from resnets.data.folder import read_image, scan_classes
+from resnets.data.folder import scan_classes
+from resnets.timing import median_seconds_each
+
+CPU = torch.device("cpu")
 
 
-def load_baseline(path: Path) -> ModuleType:
+def load_version(path: Path, name: str) -> ModuleType:
     """Import another version of resnets/data/folder.py under its own name, beside today's."""
-    spec = importlib.util.spec_from_file_location("folder_baseline", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
     return module
 
 
-def interleaved(cases: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
-    """Seconds per round for each case; every round runs each case once, the order reversed every other round."""
-    seconds: dict[str, list[float]] = {name: [] for name in cases}
-    for run in cases.values():  # warm-up: page cache, first-call costs
-        run()
-    for r in range(rounds):
-        for name in list(cases)[:: 1 if r % 2 == 0 else -1]:
-            start = time.perf_counter()
-            cases[name]()
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
-
-
-def torchvision_decode(paths: list[Path], channels: int) -> None:
-    mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
+def decode_pass(module: ModuleType, paths: list[Path], channels: int) -> None:
+    """Decode every file with `module.read_image` (full size)."""
     for path in paths:
-        decode_image(str(path), mode=mode)
-
-
-def pillow_decode(paths: list[Path], channels: int) -> None:
-    for path in paths:
-        read_image(path, channels)
+        module.read_image(path, channels)
 
 
 def split_pass(module: ModuleType, samples: list[tuple[Path, int]], train: bool) -> None:
@@ -86,15 +72,35 @@ def enlarge(paths: list[Path], folder: Path, scale: int) -> list[tuple[Path, int
     return samples
 
 
-def table(results: dict[str, list[float]], pairs: list[tuple[str, str, str]], count: dict[str, int]) -> str:
+def cases_for(
+    module: ModuleType, paths: list[Path], large: list[tuple[Path, int]], every: list[tuple[Path, int]]
+) -> dict[str, tuple[int, Callable[[], object]]]:
+    """The timed cases for one version of folder.py: name -> (files per pass, one pass)."""
+    samples = [(p, i % 2) for i, p in enumerate(paths)]
+    side = Image.open(large[0][0]).size[0]
+    return {
+        "decode to RGB": (len(paths), lambda: decode_pass(module, paths, 3)),
+        "decode to gray": (len(paths), lambda: decode_pass(module, paths, 1)),
+        "FolderSplit eval item": (len(paths), lambda: split_pass(module, samples, train=False)),
+        "FolderSplit train item": (len(paths), lambda: split_pass(module, samples, train=True)),
+        f"FolderSplit eval item, {side} px": (len(large), lambda: split_pass(module, large, train=False)),
+        f"FolderSplit train item, {side} px": (len(large), lambda: split_pass(module, large, train=True)),
+        "scan and check files": (len(every), lambda: module.drop_incomplete(every, strict=False)),
+    }
+
+
+def table(seconds: dict[str, dict[str, float]], files: dict[str, int]) -> str:
+    """One row per case: images per second for each version, and each version's time over the baseline's."""
+    versions = list(seconds)
     rows = [
-        "| what | baseline | new | baseline img/s | new img/s | new / baseline time |",
-        "|---|---|---|---:|---:|---:|",
-    ]
-    for what, before, after in pairs:
-        b, a = statistics.median(results[before]), statistics.median(results[after])
-        n = count[what]
-        rows.append(f"| {what} ({n} files) | {before} | {after} | {n / b:.0f} | {n / a:.0f} | {a / b:.3f} |")
+        "| what | " + " | ".join(f"{v} img/s" for v in versions) + " | "
+        + " | ".join(f"{v} / {versions[0]} time" for v in versions[1:]) + " |",
+        "|---|" + "---:|" * (2 * len(versions) - 1),
+    ]  # fmt: skip
+    for what, n in files.items():
+        rates = " | ".join(f"{n / seconds[v][what]:.0f}" for v in versions)
+        ratios = " | ".join(f"{seconds[v][what] / seconds[versions[0]][what]:.3f}" for v in versions[1:])
+        rows.append(f"| {what} ({n} files) | {rates} | {ratios} |")
     return "\n".join(rows)
 
 
@@ -104,63 +110,44 @@ def main() -> None:
         "--data-root", type=Path, required=True, help="an image folder tree (e.g. chest_xray)"
     )
     parser.add_argument("--baseline", type=Path, required=True, help="an older resnets/data/folder.py")
+    parser.add_argument("--previous", type=Path, help="another older folder.py, timed as a third version")
     parser.add_argument("--files", type=int, default=800, help="images per decode round (every k-th file)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--scale", type=int, default=4, help="the large-image cases enlarge files this much")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    load_before = os.getloadavg()[0]
     warnings.filterwarnings("ignore", message=".*decod.*deprecated", category=DeprecationWarning)
-    baseline = load_baseline(args.baseline)
+    versions = {"baseline": load_version(args.baseline, "folder_baseline")}
+    if args.previous:
+        versions["previous"] = load_version(args.previous, "folder_previous")
+    versions["new"] = folder
     everything = sorted(p for split in ("train", "test", "val") if (args.data_root / split).is_dir()
                         for files in scan_classes(args.data_root / split).values() for p in files)  # fmt: skip
     step = max(1, len(everything) // args.files)
     paths = everything[::step][: args.files]
-    samples = [(p, i % 2) for i, p in enumerate(paths)]
     every = [(p, 0) for p in everything]
-    large_dir = tempfile.TemporaryDirectory()
-    large = enlarge(paths[: len(paths) // 4], Path(large_dir.name), args.scale)
-    cases = {
-        "torchvision RGB": lambda: torchvision_decode(paths, 3),
-        "Pillow RGB": lambda: pillow_decode(paths, 3),
-        "torchvision gray": lambda: torchvision_decode(paths, 1),
-        "Pillow gray": lambda: pillow_decode(paths, 1),
-        "baseline eval items": lambda: split_pass(baseline, samples, train=False),
-        "new eval items": lambda: split_pass(folder, samples, train=False),
-        "baseline train items": lambda: split_pass(baseline, samples, train=True),
-        "new train items": lambda: split_pass(folder, samples, train=True),
-        "baseline large eval items": lambda: split_pass(baseline, large, train=False),
-        "new large eval items": lambda: split_pass(folder, large, train=False),
-        "baseline large train items": lambda: split_pass(baseline, large, train=True),
-        "new large train items": lambda: split_pass(folder, large, train=True),
-        "baseline scan": lambda: baseline.drop_incomplete(every, strict=False),
-        "new scan": lambda: folder.drop_incomplete(every, strict=False),
-    }
-    results = interleaved(cases, args.rounds)
-    side = Image.open(large[0][0]).size[0]
-    large_dir.cleanup()
-    n, total = len(paths), len(everything)
-    pairs = [
-        ("decode to RGB", "torchvision RGB", "Pillow RGB"),
-        ("decode to gray", "torchvision gray", "Pillow gray"),
-        ("FolderSplit eval item", "baseline eval items", "new eval items"),
-        ("FolderSplit train item", "baseline train items", "new train items"),
-        (f"FolderSplit eval item, {side} px", "baseline large eval items", "new large eval items"),
-        (f"FolderSplit train item, {side} px", "baseline large train items", "new large train items"),
-        ("scan and check files", "baseline scan", "new scan"),
-    ]
-    count = {what: n for what, _, _ in pairs} | {what: len(large) for what, _, _ in pairs if " px" in what}
-    count["scan and check files"] = total
+    with tempfile.TemporaryDirectory() as large_dir:
+        large = enlarge(paths[: len(paths) // 4], Path(large_dir), args.scale)
+        cases = {v: cases_for(module, paths, large, every) for v, module in versions.items()}
+        whats = list(cases["new"])
+        runs = [cases[v][what][1] for what in whats for v in versions]  # a case's versions side by side
+        medians = iter(median_seconds_each(runs, CPU, warmup=1, repeats=args.rounds, min_time=0.0))
+        seconds: dict[str, dict[str, float]] = {v: {} for v in versions}
+        for what in whats:
+            for v in versions:
+                seconds[v][what] = next(medians)
+    files = {what: n for what, (n, _) in cases["new"].items()}
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(["lscpu"], capture_output=True,
                 text=True).stdout.splitlines() if line.startswith("Model name")), platform.processor())  # fmt: skip
-    spread = {name: f"{min(s):.3f}-{max(s):.3f}" for name, s in results.items()}
-    print(f"Command: `python {' '.join(sys.argv)}`; commit {commit}; CPU {cpu}; 1 torch thread; "
-          f"Python {platform.python_version()}, Pillow {PIL.__version__}, torch {torch.__version__}, "
+    print(f"Command: `python {' '.join(sys.argv)}`; commit {commit}; CPU {cpu} ({os.cpu_count()} cores, load "
+          f"average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after); 1 torch thread; Python {platform.python_version()}, "
+          f"Pillow {PIL.__version__}, simplejpeg {simplejpeg.__version__}, torch {torch.__version__}, "
           f"torchvision {torchvision.__version__}; {args.rounds} interleaved rounds, medians.\n")  # fmt: skip
-    print(table(results, pairs, count))
-    print("\nRound times, min-max s: " + ", ".join(f"{name} {s}" for name, s in spread.items()))
+    print(table(seconds, files))
 
 
 if __name__ == "__main__":
