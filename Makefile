@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FMNIST_DEB := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test test-slow lint data clean
+.PHONY: demo test test-slow lint data clean experiments
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,16 @@ test: $(VENV)/.installed lint
 # the slow-marked tests only (full data sets, torch.compile): `make test` leaves them out
 test-slow: $(VENV)/.installed
 	$(VENV)/bin/pytest -q -m slow
+
+# Every experiment at the cpu budget (about 30 minutes each on 2 cores, 3 seeds), each report rebuilt in
+# docs/experiments/NAME. CIFAR-10 is found through RESNETS_DATA (a folder holding cifar10/), e.g.
+# `make experiments RESNETS_DATA=/data`; EXPERIMENT_FLAGS adds options (e.g. --threads 1 on a busy machine).
+EXPERIMENTS := gradients degradation responses resolution complexity variants shortcuts
+EXPERIMENT_FLAGS ?=
+experiments: $(VENV)/.installed
+	for name in $(EXPERIMENTS); do \
+		$(VENV)/bin/resnets experiment $$name --budget cpu --out docs/experiments/$$name $(EXPERIMENT_FLAGS) || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

@@ -43,7 +43,12 @@ def test_quick_benchmark_writes_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(argv) == 0
     assert torch.get_num_threads() == threads  # restored
     result = json.loads(out.read_text())
-    assert set(result) == {"machine", "config", "load_average", "ceiling_gflops", "training", "inference"}
+    assert set(result) == {"provenance", "machine", "config", "load_average", "ceiling_gflops", "training",
+                           "inference"}  # fmt: skip
+    source = result["provenance"]
+    assert {"commit", "dirty", "command", "machine", "versions"} <= set(source)
+    assert "torch" in source["versions"]
+    assert source["commit"] == "unknown" or len(source["commit"]) == 40
     assert {"cpu", "cores", "threads", "gpu", "torch"} <= set(result["machine"])
     assert result["machine"]["threads"] == 1 and result["ceiling_gflops"]["fp32"] > 0
     training = {(r["model"], r["impl"], r["variant"]) for r in result["training"]}

@@ -48,7 +48,9 @@ def format_report(result: dict) -> str:
     m = result["machine"]
     ceilings = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in result["ceiling_gflops"].items())
     load = result["load_average"]
+    source = result["provenance"]
     header = [
+        f"commit {source['commit']}{' (uncommitted changes)' if source['dirty'] else ''}: {source['command']}",
         f"machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads, device {m['device']}"
         + (f" ({m['gpu']})" if m["gpu"] else "")
         + f", torch {m['torch']}",

@@ -7,6 +7,7 @@ import dataclasses
 import torch
 
 from ..machine import bf16_native, core_count, describe, load_average
+from ..provenance import invocation, provenance
 from ..timing import median_seconds
 from .config import BenchConfig, Context
 from .inference import inference_rows
@@ -59,6 +60,7 @@ def run_benchmark(config: BenchConfig) -> dict:
         training = training_rows(ctx)
         inference = inference_rows(ctx)
         return {
+            "provenance": provenance(invocation(), device),  # commit, dirty tree, command, machine, versions
             "machine": describe(device),
             "config": dataclasses.asdict(config),
             "load_average": {"before": load_before, "after": load_average()},

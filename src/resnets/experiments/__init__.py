@@ -13,14 +13,14 @@ if TYPE_CHECKING:
 
 def run_experiment(name: str, options: ExperimentOptions) -> Outcome:
     """Run one experiment by name; its report folder is `options.out` or runs/experiments/<name>-<time>.
-    Each experiment's module is imported only when it runs, so the command line starts fast."""
+    Unset data and seeds take the budget's defaults (`ExperimentOptions.resolved`). Each experiment's module is imported only when it runs, so the command line starts fast."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
     if options.threads is not None:
         import torch
 
         torch.set_num_threads(options.threads)
-    return import_module(f".{name}", __name__).run(options)
+    return import_module(f".{name}", __name__).run(options.resolved(name))
 
 
 __all__ = ["BUDGETS", "DATA_SETS", "EXPERIMENTS", "ExperimentOptions", "run_experiment"]

@@ -5,28 +5,30 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-import platform
+import statistics
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from matplotlib.figure import Figure
 
 from ..files import atomic_write, atomic_write_text
-from ..machine import core_count, cpu_model
+from ..provenance import provenance
+from ..train import TrainConfig
+from ..train.runtime import resolve_runtime
 from .options import ExperimentOptions
 
 SUPPORTS, REFUTES, INCONCLUSIVE = "supports", "does not support", "inconclusive"
 NOT_LEARNED = (
     "The reference nets did not get clearly above chance in this budget, so the comparison is noise: "
 )
-MARGIN_NOTE = (
-    "Noise margins are 2 standard errors of the measured error rates, from one seed: they do not cover "
-    "seed-to-seed variation."
+RULE = (
+    "Rule: each number is the mean ± standard deviation (n - 1) over seeds. A claimed ordering counts as shown "
+    "when it holds for the means and their difference exceeds the larger of the two standard deviations; "
+    "shown the other way round by that margin, it is refuted; otherwise, and with one seed (no spread to "
+    "judge by), it is inconclusive."
 )
 
 
@@ -47,10 +49,46 @@ def combine(verdicts: Iterable[str]) -> str:
     return SUPPORTS if verdicts and all(v == SUPPORTS for v in verdicts) else INCONCLUSIVE
 
 
-def noise_margin(p1: float, n1: int, p2: float, n2: int, z: float = 2.0) -> float:
-    """z standard errors of the difference of two accuracies measured on n1 and n2 images."""
-    variance = p1 * (1 - p1) / max(n1, 1) + p2 * (1 - p2) / max(n2, 1)
-    return z * math.sqrt(max(variance, 0.25 / max(n1, n2, 1) ** 2))  # never zero, even at 0% or 100%
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def ordered(low: Sequence[float], high: Sequence[float], floor: float = 0.0) -> str:
+    """Verdict on "low < high" by RULE over per-seed values; `floor` is a smallest difference that counts
+    (a stated minimum effect, which alone decides with one seed)."""
+    (mean_low, std_low), (mean_high, std_high) = mean_std(low), mean_std(high)
+    if min(len(low), len(high)) < 2 and floor == 0:
+        return INCONCLUSIVE
+    return compare(mean_high - mean_low, max(std_low, std_high, floor))
+
+
+def pm(values: Sequence[float], percent: bool = False) -> str:
+    """ "mean ± std" of per-seed values, as percentages with `percent`."""
+    mean, std = mean_std(values)
+    return f"{100 * mean:.1f} ± {100 * std:.1f}%" if percent else f"{mean:.4g} ± {std:.2g}"
+
+
+def by_label(rows: Sequence[dict[str, Any]], key: str, value: str) -> dict[str, list[float]]:
+    """Per-seed values of `value` grouped by `rows[i][key]`, in first-seen order."""
+    groups: dict[str, list[float]] = {}
+    for row in rows:
+        groups.setdefault(row[key], []).append(row[value])
+    return groups
+
+
+def seed_summary(rows: Sequence[dict[str, Any]], key: str, values: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per `key` with each of `values` as "mean ± std" text plus its mean, over the seeds' rows."""
+    summary = []
+    for label in dict.fromkeys(r[key] for r in rows):
+        group = [r for r in rows if r[key] == label]
+        row: dict[str, Any] = {key: label, "seeds": len(group)}
+        for v in values:
+            per_seed = [r[v] for r in group]
+            row[v] = pm(per_seed, percent=v.endswith(("error", "acc")))
+            row[f"{v}_mean"], row[f"{v}_std"] = mean_std(per_seed)
+        summary.append(row)
+    return summary
 
 
 @dataclass(frozen=True)
@@ -100,36 +138,47 @@ class ExperimentRun:
         self.files.append(filename)
         return f"![{Path(filename).stem}]({filename})"
 
-    def setup_lines(self, details: Sequence[str]) -> list[str]:
-        """The setup bullet list: the experiment's own details, then command, seed and machine."""
-        o = self.options
-        return [
-            *details,
-            f"Data: {o.data}{f' from {o.data_root}' if o.data_root else ''}; budget `{o.budget}`; seed {o.seed}",
-            f"Command: `{o.command(self.name)}`",
-            f"Machine: {machine()}; torch {torch.__version__}, Python {platform.python_version()}",
-            f"Wall time: {(time.perf_counter() - self.started) / 60:.1f} minutes",
-        ]
+    def provenance(self) -> dict[str, Any]:
+        """Commit, dirty flag, command, machine, versions, seeds and wall time of this run so far."""
+        device = resolve_runtime(TrainConfig(device=self.options.device)).device
+        return provenance(self.options.command(self.name), device) | {
+            "seeds": self.options.seed_list,
+            "wall_minutes": round((time.perf_counter() - self.started) / 60, 2),
+        }
 
     def write_report(
         self, title: str, claim: str, setup: Sequence[str], results: str, verdict: str, reasons: str
     ) -> Outcome:
-        """report.md: claim, setup, results, then the verdict and the numbers it was computed from."""
+        """report.md: claim, verdict, setup, results, then the provenance block (also `provenance.json`)."""
+        record = self.provenance()
+        self.save_json("provenance.json", record)
         files = ", ".join(f"`{f}`" for f in self.files if not f.endswith(".png"))
-        bullets = "\n".join(f"- {line}" for line in self.setup_lines(setup))
+        o = self.options
+        data = f"Data: {o.data}{f' from {o.data_root}' if o.data_root else ''}; budget `{o.budget}`"
+        bullets = "\n".join(f"- {line}" for line in [*setup, data])
         text = (
             f"# {title}\n\n**Claim.** {claim}\n\n**Verdict: {verdict}.** {reasons}\n\n"
             f"## Setup\n\n{bullets}\n\n## Results\n\n{results.strip()}\n\n"
-            f"Raw numbers: {files or 'none'}.\n"
+            f"Raw numbers: {files or 'none'}.\n\n{provenance_block(record)}"
         )
         return Outcome(atomic_write_text(self.dir / "report.md", text), verdict)
 
 
-def machine() -> str:
-    """The GPU's name, or the CPU's with its cores and the threads torch uses."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return f"{cpu_model()} ({core_count()} cores, torch threads: {torch.get_num_threads()})"
+def provenance_block(record: dict[str, Any]) -> str:
+    """The report's `## Provenance` section: what reproduces it and what it was computed on."""
+    m = record["machine"]
+    dirty = {True: "yes: uncommitted changes to tracked files", False: "no", None: "unknown"}[record["dirty"]]
+    where = m["gpu"] or f"{m['cpu']} ({m['cores']} cores, torch threads: {m['threads']})"
+    libraries = ", ".join(f"{k} {v}" for k, v in record["versions"].items())
+    lines = [
+        f"Commit: `{record['commit']}` (tree dirty: {dirty})",
+        f"Command: `{record['command']}`",
+        f"Machine: {where}, device {m['device']}",
+        f"Versions: {libraries}",
+        f"Seeds: {', '.join(map(str, record['seeds']))}",
+        f"Wall time: {record['wall_minutes']:.1f} minutes",
+    ]
+    return "## Provenance\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
 
 
 def markdown_table(

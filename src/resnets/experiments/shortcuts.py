@@ -1,5 +1,5 @@
 """Experiment `shortcuts`: the paper's options A (zero-pad), B (projection where the shape changes) and
-C (projection everywhere) on the same CIFAR ResNet-20."""
+C (projection everywhere) on the same CIFAR ResNet-20, over seeds."""
 
 from __future__ import annotations
 
@@ -9,92 +9,103 @@ from ..models import count_params
 from .options import ExperimentOptions
 from .report import (
     INCONCLUSIVE,
-    MARGIN_NOTE,
     NOT_LEARNED,
-    REFUTES,
-    SUPPORTS,
+    RULE,
     ExperimentRun,
     Outcome,
+    by_label,
+    combine,
     learned,
     markdown_table,
-    noise_margin,
+    mean_std,
+    ordered,
+    pm,
+    seed_summary,
 )
-from .training import TrainBudget, final_row, train
+from .training import SHORT_RUN, TrainBudget, describe, final_row, train
 
 CLAIM = (
-    "Projection shortcuts are not essential (paper Table 3): the parameter-free option A trains about as "
-    "well as B and C, which add parameters; all three land within 1 point of test accuracy."
+    "Projection shortcuts help a little (He et al. 2016, Table 3: ResNet-34 on ImageNet, top-1 error with "
+    "10-crop testing A 25.03%, B 24.52%, C 24.19%): error A > B > C, i.e. accuracy A < B < C, while B and C "
+    "add parameters. The paper reports no such comparison on CIFAR-10 (its CIFAR nets all use option A, "
+    "section 4.2), so here the ordering is tested on CIFAR-10 with ResNet-20."
 )
 MODEL = "cifar_resnet20"
 OPTIONS = ("A", "B", "C")
-CLOSE = 0.01  # "about as well": within one point of accuracy
+RECIPE = dict(SHORT_RUN)
+# cpu: estimated from one-thread training speed on our 2-core EPYC at 16 px (ResNet-20 ~500 images/s, B and C
+# a little slower): 3 seeds x 3 options x 10 epochs x 8,000 images ~ 25 min, plus ~3 min reading CIFAR-10
 BUDGETS = {
-    "tiny": TrainBudget(epochs=1, limit=128, test_limit=100, batch_size=32, image_size=8),
-    "quick": TrainBudget(epochs=4, limit=5000, test_limit=1000, batch_size=64, image_size=16),
-    "full": TrainBudget(epochs=40, limit=None, test_limit=None, batch_size=128),
+    "tiny": TrainBudget(epochs=1, limit=128, test_limit=100, batch_size=32, lr=0.025, image_size=8),
+    "quick": TrainBudget(epochs=4, limit=5000, test_limit=1000, batch_size=64, lr=0.05, image_size=16),
+    "cpu": TrainBudget(epochs=10, limit=8000, test_limit=2000, batch_size=64, lr=0.05, image_size=16),
+    "full": TrainBudget(epochs=40, limit=None, test_limit=None, batch_size=128, lr=0.1),
 }
 
 
 def run(options: ExperimentOptions) -> Outcome:
-    """Train the net once per shortcut option and compare parameters and accuracy."""
+    """Train the net once per shortcut option and seed; compare parameters and test error."""
     budget = BUDGETS[options.budget]
     exp = ExperimentRun("shortcuts", options)
     rows, curves = [], []
-    for option in OPTIONS:
-        history = train(options, budget, exp.dir / "runs" / f"option{option}", MODEL, shortcut=option)
-        rows.append(final_row(f"option {option}", history) | {"params": count_params(history.model)})
-        curves += [
-            {"option": option, "epoch": e["epoch"], "test_error": 1 - e["test_acc"]} for e in history.epochs
-        ]
+    for seed in options.seed_list:
+        for option in OPTIONS:
+            out = exp.dir / "runs" / f"option{option}-seed{seed}"
+            history = train(options, budget, RECIPE, out, MODEL, seed, shortcut=option)
+            rows.append(
+                final_row(f"option {option}", history, seed) | {"params": count_params(history.model)}
+            )
+            curves += [{"option": option, "seed": seed, "epoch": e["epoch"], "test_error": 1 - e["test_acc"]}
+                       for e in history.epochs]  # fmt: skip
     exp.save_csv("results.csv", rows)
     exp.save_csv("curves.csv", curves)
     exp.save_json("results.json", rows)
     plot = exp.save_figure(plot_results(rows, curves), "shortcuts.png")
     verdict, reasons = judge(rows)
-    table = markdown_table(rows, {"model": "shortcut", "params": "parameters", "test_acc": "test accuracy",
-                                  "train_error": "final training error", "seconds": "seconds"},
-                           percent=("test_acc", "train_error"))  # fmt: skip
+    summary = seed_summary(rows, "model", ("test_error", "train_error", "seconds"))
+    for row in summary:
+        row["params"] = next(r["params"] for r in rows if r["model"] == row["model"])
+    table = markdown_table(summary, {"model": "shortcut", "params": "parameters", "test_error": "test error",
+                                     "train_error": "final training error", "seconds": "seconds", "seeds": "seeds"})  # fmt: skip
+    per_seed = markdown_table(rows, {"model": "shortcut", "seed": "seed", "test_error": "test error",
+                                     "train_error": "final training error"}, percent=("test_error", "train_error"))  # fmt: skip
     setup = [
-        f"Net: {MODEL} (paper section 4.2), rebuilt with shortcut option A, B or C; same seed for all",
-        f"Recipe (identical for all three): {budget.describe()}",
+        f"Net: {MODEL} (paper section 4.2), rebuilt with shortcut option A, B or C; seeds {options.seed_list}",
+        f"Recipe (identical for all three): {describe(history.config)}",
     ]
-    results = f"{plot}\n\n{table}"
+    results = f"{plot}\n\n{table}\n\nPer seed:\n\n{per_seed}"
     return exp.write_report("Shortcut options A, B and C", CLAIM, setup, results, verdict, reasons)
 
 
 def plot_results(rows: list[dict], curves: list[dict]) -> Figure:
-    """Test error per epoch for each option, and each option's parameter count."""
+    """Test error per epoch for each option (mean over seeds), and each option's parameter count."""
     fig = Figure(figsize=(10, 4))
     ax_curve, ax_params = fig.subplots(1, 2)
     for option in OPTIONS:
         points = [c for c in curves if c["option"] == option]
-        ax_curve.plot([c["epoch"] for c in points], [100 * c["test_error"] for c in points], "o-",
-                      label=f"option {option}")  # fmt: skip
-    ax_curve.set(xlabel="epoch", ylabel="test error (%)", title="Test error")
+        epochs = sorted({c["epoch"] for c in points})
+        means = [100 * mean_std([c["test_error"] for c in points if c["epoch"] == e])[0] for e in epochs]
+        ax_curve.plot(epochs, means, "o-", label=f"option {option}")
+    ax_curve.set(xlabel="epoch", ylabel="test error (%)", title="Test error (mean over seeds)")
     ax_curve.legend()
     ax_curve.grid(alpha=0.3)
-    ax_params.bar([r["model"] for r in rows], [r["params"] / 1e6 for r in rows], color="tab:gray")
+    params = {r["model"]: r["params"] for r in rows}
+    ax_params.bar(list(params), [p / 1e6 for p in params.values()], color="tab:gray")
     ax_params.set(ylabel="parameters (M)", title="Parameters")
     return fig
 
 
 def judge(rows: list[dict]) -> tuple[str, str]:
-    """Supported if the accuracy spread is within one point and the test set can resolve one point."""
-    accs = [r["test_acc"] for r in rows]
-    best, worst = max(accs), min(accs)
-    n = rows[0]["test_images"]
-    spread, margin = best - worst, noise_margin(best, n, worst, n)
-    if not learned(accs):
-        verdict = INCONCLUSIVE
-    elif spread > max(margin, CLOSE):
-        verdict = REFUTES
-    elif spread <= CLOSE and margin <= 2 * CLOSE:
-        verdict = SUPPORTS
-    else:
-        verdict = INCONCLUSIVE
-    accuracies = ", ".join(f"{r['model']} {100 * r['test_acc']:.1f}% ({r['params']:,} params)" for r in rows)
-    prefix = "" if learned(accs) else NOT_LEARNED
-    return verdict, prefix + (
-        f"{accuracies}: spread {100 * spread:.1f} pts against a noise margin of ±{100 * margin:.1f} pts "
-        f"on {n} test images (claim: within {100 * CLOSE:.0f} pt). {MARGIN_NOTE}"
+    """Error A > B and B > C, each by RULE over the seeds' test errors."""
+    errors = by_label(rows, "model", "test_error")
+    a, b, c = (errors[f"option {o}"] for o in OPTIONS)
+    parts = [ordered(b, a), ordered(c, b)]
+    params = {r["model"]: r["params"] for r in rows}
+    listed = ", ".join(f"{k} {pm(v, True)} ({params[k]:,} params)" for k, v in errors.items())
+    reasons = (
+        f"test error {listed}; A > B: {parts[0]}, B > C: {parts[1]} (the paper's gaps: 0.51 and 0.33 points "
+        f"on ImageNet). {RULE}"
     )
+    if not learned(1 - mean_std(v)[0] for v in errors.values()):
+        return INCONCLUSIVE, NOT_LEARNED + reasons
+    return combine(parts), reasons
