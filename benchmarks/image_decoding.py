@@ -9,13 +9,16 @@ optionally a previous one), decode alone and whole `FolderSplit` items, interlea
 The large-image cases enlarge a quarter of the files (--scale), where JPEG DCT scaling can help. Every
 round times each case once over the same files (`resnets.timing.median_seconds_each`: the order alternates
 between rounds); the table gives medians and their ratios. On a shared machine, trust the ratios more than
-the rates. Prints a Markdown section (command, commit, CPU, load, versions, table) for docs/benchmarks.md.
+the rates. A second table times the steps of one item (read, decode by each library, Pillow's image to
+array, the eval and train transforms) in the same rounds. Prints Markdown (command, commit, CPU, load,
+versions, tables) for docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import os
 import platform
 import subprocess
@@ -26,14 +29,16 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import PIL
 import simplejpeg
 import torch
 import torchvision
 from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from resnets.data import folder
-from resnets.data.folder import scan_classes
+from resnets.data.folder import eval_preprocess, eval_resize, scan_classes
 from resnets.timing import median_seconds_each
 
 CPU = torch.device("cpu")
@@ -89,6 +94,46 @@ def cases_for(
     }
 
 
+def parts(paths: list[Path]) -> dict[str, Callable[[], object]]:
+    """The steps of one 224 px item, each over all `paths` from bytes or tensors already in memory."""
+    data = [p.read_bytes() for p in paths]
+    images = [folder.read_image(p, 3) for p in paths]
+    loaded = []
+    for d in data:
+        with Image.open(io.BytesIO(d)) as image:
+            image.load()
+            loaded.append(image.copy())
+    split = folder.FolderSplit([], [], 3, (224, 224), train=True)
+    size = eval_resize(split.image_size)
+    return {
+        "read the file": lambda: [p.read_bytes() for p in paths],
+        "torchvision decode_jpeg to RGB (deprecated)": lambda: [
+            decode_jpeg(torch.frombuffer(bytearray(d), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            for d in data
+        ],
+        "Pillow open + decode to RGB": lambda: [Image.open(io.BytesIO(d)).load() for d in data],
+        "Pillow RGB image to array (tobytes 4 -> 3 bytes a pixel, copy)": lambda: [
+            np.asarray(image).copy() for image in loaded
+        ],
+        "Pillow open + decode to gray (draft L)": lambda: [_pillow_gray(d) for d in data],
+        "simplejpeg decode to RGB": lambda: [simplejpeg.decode_jpeg(d) for d in data],
+        "simplejpeg decode to gray": lambda: [simplejpeg.decode_jpeg(d, colorspace="GRAY") for d in data],
+        "eval transform (resize to 256, centre crop 224)": lambda: [
+            eval_preprocess(image, size, split.image_size) for image in images
+        ],
+        "train transform (random-resized crop, flip)": lambda: [
+            split._transform(image, i)  # the item's own transform
+            for i, image in enumerate(images)
+        ],
+    }
+
+
+def _pillow_gray(data: bytes) -> None:
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("L", None)
+        image.load()
+
+
 def table(seconds: dict[str, dict[str, float]], files: dict[str, int]) -> str:
     """One row per case: images per second for each version, and each version's time over the baseline's."""
     versions = list(seconds)
@@ -132,6 +177,8 @@ def main() -> None:
         cases = {v: cases_for(module, paths, large, every) for v, module in versions.items()}
         whats = list(cases["new"])
         runs = [cases[v][what][1] for what in whats for v in versions]  # a case's versions side by side
+        steps = parts(paths)
+        runs += steps.values()
         medians = iter(median_seconds_each(runs, CPU, warmup=1, repeats=args.rounds, min_time=0.0))
         seconds: dict[str, dict[str, float]] = {v: {} for v in versions}
         for what in whats:
@@ -148,6 +195,12 @@ def main() -> None:
           f"Pillow {PIL.__version__}, simplejpeg {simplejpeg.__version__}, torch {torch.__version__}, "
           f"torchvision {torchvision.__version__}; {args.rounds} interleaved rounds, medians.\n")  # fmt: skip
     print(table(seconds, files))
+    print(
+        f"\nThe steps of one {Image.open(paths[0]).size[0]} px item, us per image (medians, same rounds):\n"
+    )
+    print("| step | us |\n|---|---:|")
+    for step, s in zip(steps, medians, strict=True):
+        print(f"| {step} | {s / len(paths) * 1e6:.0f} |")
 
 
 if __name__ == "__main__":
