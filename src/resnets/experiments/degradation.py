@@ -28,13 +28,13 @@ CLAIM = (
 )
 MODELS = ("cifar_plain20", "cifar_plain56", "cifar_resnet20", "cifar_resnet56")
 RECIPE = dict(SHORT_RUN)
-# cpu: estimated, not run in full here, from one-thread training speeds measured on our shared 2-core EPYC at
-# 16 px (ResNet-20 530, plain-56 177, ResNet-56 211 images/s): 3 seeds x 4 nets x 8 epochs x 4,000 images
-# ~ 23 min, plus ~4 min reading CIFAR-10's PNGs for the 12 runs: about 30 minutes
+# cpu: estimated, not run in full: one epoch timed on our shared 2-core EPYC (one thread, load average ~5) with
+# 4,000 CIFAR-10 images at 16 px plus 1,000 test images took 18 s for ResNet-20 and 36 s for plain-56, so
+# 3 seeds x 6 epochs x (18 + 18 + 36 + 33 s) ~ 32 minutes there (less on an idle machine)
 BUDGETS = {
     "tiny": TrainBudget(epochs=1, limit=128, test_limit=100, batch_size=32, lr=0.025, image_size=8),
     "quick": TrainBudget(epochs=4, limit=2500, test_limit=1000, batch_size=64, lr=0.05, image_size=16),
-    "cpu": TrainBudget(epochs=8, limit=4000, test_limit=1000, batch_size=64, lr=0.05, image_size=16),
+    "cpu": TrainBudget(epochs=6, limit=4000, test_limit=1000, batch_size=64, lr=0.05, image_size=16),
     "full": TrainBudget(epochs=40, limit=None, test_limit=None, batch_size=128, lr=0.1),
 }
 

@@ -44,8 +44,8 @@ class GradientBudget:
     image_size: int | None
 
 
-# cpu: estimated from the measurement above: 3 seeds x (20 + 32 + 56 layers, plain and residual) x 200 steps
-# of 32 images at 16 px ~ 10 minutes on one thread
+# cpu: estimated from the measurement above (plain-56: 200 steps in 22-94 s, depending on the machine's load):
+# 3 seeds x 6 nets (depths 20, 32, 56, plain and residual) x 200 steps of 32 images ~ 15 minutes on one thread
 BUDGETS = {
     "tiny": GradientBudget((20, 56), 16, 1, 2, 8),
     "quick": GradientBudget((20, 32, 56), 32, 2, 200, 16),

@@ -26,7 +26,8 @@ CLAIM = (
 MODEL = "cifar_resnet20"
 RECIPE = dict(SHORT_RUN)
 # trained at the data's own size, so that the other sizes are really "other"; the claim is about shapes, which
-# one seed decides, so the cpu budget only trains longer (3 seeds x 5 epochs x 6,000 images at 28 px, ~15 min)
+# one seed decides, so the cpu budget only trains longer. Estimated from a timed ResNet-20 epoch (18 s per 4,000
+# images at 16 px, one thread, our loaded 2-core EPYC): 3 seeds x 5 epochs x ~80 s per 6,000 at 28 px ~ 20 min
 BUDGETS = {
     "tiny": (TrainBudget(epochs=1, limit=64, test_limit=64, batch_size=32, lr=0.025), (0.5, 1.0, 1.5)),
     "quick": (

@@ -43,8 +43,8 @@ class ResponseBudget:
     depths: tuple[int, ...]  # plain and ResNet twins of each depth
 
 
-# cpu: estimated, not run in full here, from one-thread training speeds on our 2-core EPYC at 16 px (as in
-# degradation): 3 seeds x 4 nets x 6 epochs x 3,000 images ~ 13 min, plus ~5 min reading CIFAR-10's PNGs
+# cpu: estimated, not run in full, from the epochs timed for degradation (ResNet-20 18 s, plain-56 36 s per 4,000
+# CIFAR-10 images at 16 px, one thread, load average ~5): 3 seeds x 6 epochs x ~79 s per 3,000 ~ 24 minutes
 BUDGETS = {
     "tiny": ResponseBudget(TrainBudget(epochs=1, limit=128, test_limit=100, batch_size=32, lr=0.025, image_size=8),
                            (20,)),

@@ -50,14 +50,15 @@ class VariantBudget:
 
 
 # cpu: depth 20 (2 blocks per stage), where groups 2/4/8 match v1.5's MACs within 2.2% (1 block per stage: 3.8%).
-# Estimated, not run in full here: 7 nets x 3 seeds at ~350 images/s (one thread, 16 px) x 5 epochs x 4,000
-# images ~ 20 min, plus ~8 min reading CIFAR-10's PNGs for the 21 runs: about 30 minutes
+# Estimated, not run in full: these nets cost about ResNet-20's MACs at 16 px, whose epoch of 4,000 CIFAR-10
+# images (+ 1,000 test) took 18 s on our shared 2-core EPYC (one thread, load average ~5); grouped convs run
+# slower, so ~19 s per epoch of 3,000: 7 nets x 3 seeds x 4 epochs ~ 27 minutes
 BUDGETS = {
     "tiny": VariantBudget(TrainBudget(epochs=1, limit=64, test_limit=64, batch_size=32, lr=0.025, image_size=8),
                           (1, 1, 1), (8, 16, 32), (2,)),
     "quick": VariantBudget(TrainBudget(epochs=3, limit=3000, test_limit=1000, batch_size=64, lr=0.05, image_size=16),
                            (1, 1, 1), (16, 32, 64), (2, 4, 8)),
-    "cpu": VariantBudget(TrainBudget(epochs=5, limit=4000, test_limit=2000, batch_size=64, lr=0.05, image_size=16),
+    "cpu": VariantBudget(TrainBudget(epochs=4, limit=3000, test_limit=2000, batch_size=64, lr=0.05, image_size=16),
                          (2, 2, 2), (16, 32, 64), (2, 4, 8)),
     "full": VariantBudget(TrainBudget(epochs=30, limit=None, test_limit=None, batch_size=128, lr=0.1),
                           (3, 3, 3), (16, 32, 64), (2, 4, 8)),
