@@ -227,8 +227,9 @@ def test_options_resolve_budget_defaults_into_a_command_that_parses() -> None:
     args = build_parser().parse_args(shlex.split(cpu.command("shortcuts"))[1:])
     assert (args.name, args.budget, args.data, args.seeds, args.out) == ("shortcuts", "cpu", "cifar10", 3,
                                                                          "docs/experiments/shortcuts")  # fmt: skip
-    quick = ExperimentOptions(budget="quick").resolved("gradients")
+    quick = ExperimentOptions(budget="quick").resolved("degradation")
     assert (quick.data, quick.seeds) == ("fashion-mnist", 1)
+    assert ExperimentOptions(budget="cpu").resolved("gradients").data == "fashion-mnist"
     assert (
         ExperimentOptions(budget="cpu", data="fashion-mnist").resolved("degradation").data == "fashion-mnist"
     )

@@ -479,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", default="quick", choices=BUDGETS, help="tiny: seconds (smoke test); quick (default): "
                    "minutes on a CPU; cpu: ~30 min on 2 cores with 3 seeds, sized to resolve the claim; full: a GPU run")  # fmt: skip
     p.add_argument("--data", default=None, choices=DATA_SETS,
-                   help="default: cifar10 for the paper's CIFAR claims at the cpu and full budgets, else fashion-mnist")  # fmt: skip
+                   help="default: cifar10 for the paper's CIFAR claims at the cpu budget, else fashion-mnist")  # fmt: skip
     p.add_argument("--data-root", default=None, help="where the data set lies (default: standard places)")
     p.add_argument("--out", default=None, help="report folder (default: runs/experiments/NAME-TIME)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0); the others follow it")

@@ -41,11 +41,6 @@ class TrainBudget:
     lr: float  # peak LR
     image_size: int | None = None  # None = the data's own size
 
-    @property
-    def train_images(self) -> int:
-        """Images behind a final-epoch training error (with no limit: 50,000, the smaller full set)."""
-        return self.limit or 50_000
-
 
 def make_config(
     options: ExperimentOptions,
