@@ -322,6 +322,10 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: frozenset[str] = fro
                                 help=f"{HELP.get(f.name, '')} (default: {f.default})")  # fmt: skip
 
 
+def add_input_size(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--input-size", nargs=3, type=positive_int, metavar=("C", "H", "W"), help=help)
+
+
 def add_foreign_weights_options(p: argparse.ArgumentParser) -> None:
     """Our weights files say which model they hold; torchvision/timm files need to be told."""
     group = p.add_argument_group("weights without our metadata (torchvision, timm)")
@@ -352,13 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("summary", "layer table, parameters and MACs of a model")
     p.add_argument("model", help="model name (see `resnets list`)")
-    p.add_argument(
-        "--input-size",
-        nargs=3,
-        type=positive_int,
-        metavar=("C", "H", "W"),
-        help="default 3 224 224 (CIFAR nets 3 32 32)",
-    )
+    add_input_size(p, "default 3 224 224 (CIFAR nets 3 32 32)")
     p.add_argument("--num-classes", type=positive_int, default=None)
     p.set_defaults(handler=cmd_summary)
 
@@ -443,16 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weights", help="run folder or weights file")
     p.add_argument("--format", default="onnx", help="onnx (default) or pt2 (torch.export)")
     p.add_argument(
-        "--out", default=None, help="output file, ending in .onnx or .pt2 (default: next to the weights)"
+        "--out",
+        default=None,
+        help="output file ending in .onnx or .pt2 (default: next to the weights file, "
+        "or <model>-<name>.<format> here for named weights)",
     )
     add_foreign_weights_options(p)
-    p.add_argument(
-        "--input-size",
-        nargs=3,
-        type=positive_int,
-        metavar=("C", "H", "W"),
-        help="default: the run's input format",
-    )
+    add_input_size(p, "default: the run's input format")
     p.set_defaults(handler=cmd_export)
 
     p = add("benchmark", "training and inference throughput vs torchvision, ONNX Runtime and the matmul peak")
@@ -483,7 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="where the data set lies (default: standard places)")
     p.add_argument("--out", default=None, help="report folder (default: runs/experiments/NAME-TIME)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0); the others follow it")
-    p.add_argument("--seeds", type=positive_int, default=None, help="seeds per net (default: 3 at the cpu budget, else 1)")
+    p.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=None,
+        help="seeds per net (default: 3 at the cpu budget, else 1)",
+    )
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--weights", default=None, help="resolution: evaluate these weights instead of training")
     p.add_argument("--threads", type=positive_int, default=None,
