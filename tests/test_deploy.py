@@ -102,7 +102,7 @@ def test_int8_runs_every_conv_as_an_int8_kernel_and_stays_close() -> None:
     with torch.no_grad():
         ref, out = model(x), int8(x)
     # Inductor lowered each conv (with its ReLU, or residual add + ReLU) to a oneDNN int8 kernel: without
-    # freezing it would run dequantize -> fp32 conv -> quantize, 3-6x slower than fp32
+    # freezing it would run dequantize -> fp32 conv -> quantize, slower than fp32
     lowered = (
         counters["inductor"]["qconv_unary_lower_count"] + counters["inductor"]["qconv2d_binary_lower_count"]
     )

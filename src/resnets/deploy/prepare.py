@@ -50,7 +50,7 @@ def quantize_int8(model: ResNet, calibration: Iterable[torch.Tensor]) -> nn.Modu
     """Static int8 through torchao's PT2E flow: BN folded, `torch.export`ed with a free batch size,
     annotated by the x86 Inductor quantizer, observers calibrated on `calibration`, then converted.
 
-    The result is fp32 ops between quantize/dequantize pairs, 3-6x slower than fp32 as it stands; it is
+    The result is fp32 ops between quantize/dequantize pairs, about 2x slower than fp32 as it is; it is
     fast only once Inductor compiles it into int8 kernels (`FrozenCompiled`). Export is strict: non-strict
     export puts every call of a reused module (a block's one ReLU) into one source partition, which the
     quantizer's fusion patterns reject.
