@@ -155,6 +155,8 @@ class ExperimentRun:
         files = ", ".join(f"`{f}`" for f in self.files if not f.endswith(".png"))
         o = self.options
         data = f"Data: {o.data}{f' from {o.data_root}' if o.data_root else ''}; budget `{o.budget}`"
+        if o.budget == "cpu":
+            data += " (sized to about 30 minutes on 2 cores from timed epochs: an estimate, see the module's BUDGETS)"
         bullets = "\n".join(f"- {line}" for line in [*setup, data])
         text = (
             f"# {title}\n\n**Claim.** {claim}\n\n**Verdict: {verdict}.** {reasons}\n\n"
