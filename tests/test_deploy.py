@@ -163,6 +163,8 @@ def test_cli_exports_a_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["export", str(tmp_path), "--format", "pt2", "--out", str(tmp_path / "out/net.pt2")]) == 0
     assert "input N x 1 x 28 x 28" in capsys.readouterr().out
     preprocessing = json.loads((tmp_path / "out/net.pt2.json").read_text())  # what a serving runtime needs
-    assert preprocessing["crop"] == [28, 28] and preprocessing["resize"] == 28 and preprocessing["channels"] == 1
+    assert (
+        preprocessing["crop"] == [28, 28] and preprocessing["resize"] == 28 and preprocessing["channels"] == 1
+    )
     run = load_exported(tmp_path / "out/net.pt2")
     assert run(torch.randn(3, 1, 28, 28)).shape == (3, 7)
