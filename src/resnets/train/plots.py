@@ -34,7 +34,7 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
 
 def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> None:
     """Row-normalised confusion matrix (true class per row)."""
-    rates = (confusion.float() / confusion.sum(1, keepdim=True).clamp(min=1)).numpy()  # matplotlib takes numpy
+    rates = (confusion.float() / confusion.sum(1, keepdim=True).clamp(min=1)).numpy()  # numpy for matplotlib
     n = len(classes)
     fig, ax = plt.subplots(figsize=(1 + 0.6 * n, 1 + 0.5 * n))
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
