@@ -114,6 +114,8 @@ class ExperimentRun:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.started = time.perf_counter()
         self.files: list[str] = []
+        device = resolve_runtime(TrainConfig(device=options.device)).device
+        self.source = provenance(options.command(name), device)  # the commit as the run starts
 
     def save_json(self, filename: str, data: Any) -> Path:
         path = atomic_write_text(self.dir / filename, json.dumps(data, indent=2, default=str) + "\n")
@@ -139,9 +141,8 @@ class ExperimentRun:
         return f"![{Path(filename).stem}]({filename})"
 
     def provenance(self) -> dict[str, Any]:
-        """Commit, dirty flag, command, machine, versions, seeds and wall time of this run so far."""
-        device = resolve_runtime(TrainConfig(device=self.options.device)).device
-        return provenance(self.options.command(self.name), device) | {
+        """Commit, dirty flag, command, machine and versions at the start, seeds, and wall time so far."""
+        return self.source | {
             "seeds": self.options.seed_list,
             "wall_minutes": round((time.perf_counter() - self.started) / 60, 2),
         }
