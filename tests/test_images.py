@@ -1,5 +1,6 @@
-"""Image files from disk: one Pillow decoder for training folders and predict (formats, 16-bit, colour modes,
-pixel limit), which files are kept or dropped (and reported), flip-TTA's loss, and progress without a terminal."""
+"""Image files from disk: one decoder for training folders and predict (libjpeg-turbo for JPEGs, Pillow for the
+rest; formats, 16-bit, colour modes, pixel limit), which files are kept or dropped (and reported), flip-TTA's
+loss, and progress without a terminal."""
 
 from __future__ import annotations
 
