@@ -381,7 +381,6 @@ def test_cosine_schedule_is_warmup_then_torch_cosine_annealing() -> None:
     assert lr_factor(warmup + 15, total, warmup, "onecycle") == pytest.approx(1 - 15 / 45)  # linear instead
 
 
-
 def test_step_and_constant_schedules_and_the_source_presets() -> None:
     """Step: x gamma at each milestone (fractions of the length), after the warm-up; constant: 1 after it.
     The paper preset's milestones land at epochs 91 and 137 of 182 (351 steps per epoch: 32k and 48k of 64k
@@ -397,6 +396,7 @@ def test_step_and_constant_schedules_and_the_source_presets() -> None:
         cfg.validate()
     assert (paper.nesterov, paper.tta, paper.label_smoothing, paper.val_split) == (False, False, 0.0, 0.1)
     assert make_optimizer(create_model("cifar_resnet20"), paper).defaults["nesterov"] is False
+
 
 def test_grad_clip_bounds_every_step_of_a_run(tmp_path: Path) -> None:
     """Plain SGD (no momentum, no weight decay) with --grad-clip c moves the weights by at most lr x c per
