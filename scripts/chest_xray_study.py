@@ -100,9 +100,18 @@ def sections(args: argparse.Namespace, results: list[dict[str, Any]], variants: 
     titles = {"a": f"(a) From scratch, {args.epochs} epochs, with and without class weighting (`--class-weights balanced`)",
               "b": f"(b) Fine-tune vs freeze, {args.transfer_epochs} epochs in all"}  # fmt: skip
     return "\n\n".join(
-        f"## {titles[part]}\n\n{summary_table(results, [v for v in variants if v.startswith(part + '/')])}"
+        f"## {titles[part]}\n\n{summary_table(results, [v for v in variants if v.startswith(part + '/')])}\n"
         for part in args.parts
     )
+
+
+def stand_in(args: argparse.Namespace) -> str:
+    """Part (b)'s caveat: the pretrained weights are not ImageNet's."""
+    if "b" not in args.parts:
+        return ""
+    return (f"**Pretrained weights are a stand-in:** no ImageNet weights can be downloaded here, so part (b) starts "
+            f"from a ResNet-18 trained on CIFAR-10 for {args.pretrain_epochs} epochs at 32 px on this machine. "
+            "Conclusions about ImageNet fine-tuning do not transfer one to one.")  # fmt: skip
 
 
 def report(args: argparse.Namespace, results: list[dict[str, Any]], variants: list[str], record: dict) -> str:
@@ -123,9 +132,7 @@ and nothing else does; the official test split (624 images: 234 normal, 390 pneu
 run, on the selected model. ResNet-18 with dropout 0.2 before the classifier, {args.image_size} px
 (resized from 224 px to fit this CPU), batch 64, SGD one-cycle, label smoothing 0.1, fp32.
 Sensitivity and specificity are for PNEUMONIA at probability threshold 0.5.
-**Pretrained weights are a stand-in:** no ImageNet weights can be downloaded here, so part (b) starts from a
-ResNet-18 trained on CIFAR-10 for {args.pretrain_epochs} epochs at 32 px on this machine (part (b)). Conclusions about
-ImageNet fine-tuning do not transfer one to one.
+{stand_in(args)}
 
 {sections(args, results, variants)}
 Mean ± standard deviation over seeds; "n" is how many seeds finished. A difference between two variants is
