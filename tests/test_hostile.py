@@ -141,8 +141,7 @@ def test_a_folder_in_use_is_refused_by_another_process(tmp_path: Path) -> None:
         assert rc == 2 and "is in use by another training process" in err, err
     finally:
         rundir.release(out)
-    rc, _, err = finish(cli("train", *TINY, "--out", str(out)))
-    assert rc == 0, err
+    assert fit(tiny_config(out)).epochs, "once released, the folder can be trained into"
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
