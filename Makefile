@@ -23,7 +23,7 @@ data:
 	else echo "Fashion-MNIST not installed: resnets will download it with torchvision"; fi
 
 demo: $(VENV)/.installed data
-	$(VENV)/bin/resnets train --out runs/demo
+	$(VENV)/bin/resnets train --out runs/demo --overwrite
 	@echo "Report: runs/demo/report.md"
 
 lint: $(VENV)/.installed
