@@ -146,7 +146,7 @@ only read as one when it exceeds the larger of their standard deviations.
 
 ## Provenance
 
-- Commit: `{record["commit"]}` (tree dirty: {record["dirty"]})
+- Commit: `{record["commit"]}` (tree dirty: {record["dirty"]}); each run in results.json records its own
 - Command: `{record["command"]}`
 - Machine: {m["cpu"]} ({m["cores"]} cores, torch threads {m["threads"]}); load average while running:
   {", ".join(f"{v:.1f}" for v in load_average())} (1/5/15 min; wall times are from a shared machine)
@@ -180,9 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in variants:
             if any(r["variant"] == name and r["seed"] == seed for r in results):
                 continue
-            results.append(run_one(args, name, plans(args, pretrained)[name], seed))
-            atomic_write_text(results_file, json.dumps(results, indent=1))
             record = provenance(invocation(), torch.device("cpu"))
+            results.append(
+                run_one(args, name, plans(args, pretrained)[name], seed) | {"commit": record["commit"]}
+            )
+            atomic_write_text(results_file, json.dumps(results, indent=1))
             atomic_write_text(args.out / "report.md", report(args, results, variants, record))
             print(f"{name} seed {seed}: test accuracy {100 * results[-1]['accuracy']:.2f}%", flush=True)
     return 0
