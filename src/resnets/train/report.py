@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 
 import torch
@@ -11,6 +10,8 @@ import torch
 from ..data import DataBundle
 from ..files import atomic_write_text
 from ..interpret import most_confused
+from ..machine import cpu_model
+from ..provenance import git_state, invocation
 from .config import TrainConfig
 from .plots import plot_confusion, plot_curves, plot_roc_pr, plot_top_losses
 
@@ -89,6 +90,7 @@ def shown_test_image(bundle: DataBundle, index: int) -> torch.Tensor:
 
 def write_report(run_dir: Path, cfg: TrainConfig, bundle: DataBundle, history) -> Path:
     """report.md + curves.png + confusion.png (+ ROC and PR curves) in the run folder; returns its path."""
+    commit, dirty = git_state()
     plot_curves(history.epochs, run_dir / "curves.png")
     final = history.final
     plot_confusion(final.confusion, bundle.classes, run_dir / "confusion.png")
@@ -119,7 +121,8 @@ and selected nothing. {history.seconds / 60:.1f} minutes of training (data loadi
   weight decay {cfg.weight_decay}, label smoothing {cfg.label_smoothing}, crop padding {cfg.augment().crop_padding},
   flip {cfg.flip}, cutout {cfg.cutout}, mixup {cfg.mixup}, class weights {cfg.class_weights or "none"},
   sampler {cfg.sampler}, seed {cfg.seed}; ran as {resolved(run_dir)}
-- Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}
+- Machine: {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}; source commit
+  `{commit}`{" (with uncommitted changes)" if dirty else ""}; command `{invocation()}`
 - Full configuration: `config.json`; per-epoch numbers: `metrics.csv`; weights: `last.safetensors`{", `best.safetensors` (the model above)" if bundle.val is not None else " (the model above)"}
 
 {metrics_section(history)}
