@@ -121,8 +121,8 @@ and selected nothing. {history.seconds / 60:.1f} minutes of training (data loadi
   weight decay {cfg.weight_decay}, label smoothing {cfg.label_smoothing}, crop padding {cfg.augment().crop_padding},
   flip {cfg.flip}, cutout {cfg.cutout}, mixup {cfg.mixup}, class weights {cfg.class_weights or "none"},
   sampler {cfg.sampler}, seed {cfg.seed}; ran as {resolved(run_dir)}
-- Machine: {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}; source commit
-  `{commit}`{" (with uncommitted changes)" if dirty else ""}; command `{invocation()}`
+- Machine: {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}
+- Source: commit `{commit}`{" (with uncommitted changes)" if dirty else ""}; command `{invocation()}`
 - Full configuration: `config.json`; per-epoch numbers: `metrics.csv`; weights: `last.safetensors`{", `best.safetensors` (the model above)" if bundle.val is not None else " (the model above)"}
 
 {metrics_section(history)}
