@@ -22,6 +22,15 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A fresh $RESNETS_CACHE for the session (subprocesses inherit it): tests neither read what earlier runs
+    left in the user's cache (format rankings, ONNX exports, decoded data) nor fill it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RESNETS_CACHE", str(tmp_path_factory.mktemp("resnets-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -37,6 +37,9 @@ def test_quick_benchmark_writes_json(tmp_path: Path, capsys: pytest.CaptureFixtu
         "4",
         "--threads",
         "1",
+        "--runtimes",
+        "eager",
+        "onnxruntime",
         "--json",
         str(out),
     ]
@@ -55,8 +58,11 @@ def test_quick_benchmark_writes_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert {("resnet18", "ours", "fp32-nchw"), ("resnet18", "torchvision", "fp32-nchw")} <= training
     assert ("cifar_resnet20", "ours", "fp32-nchw") in training and len(training) >= 4
     inference = {(r["model"], r["impl"], r["batch_size"]) for r in result["inference"]}
-    for impl in ("ours-eager", "torchvision-eager", "ours-deploy", "onnxruntime"):
+    for impl in ("ours-eager", "torchvision-eager", "deploy-eager", "deploy-onnxruntime"):
         assert {("resnet18", impl, 2), ("resnet18", impl, 1)} <= inference
+    assert not any(r["impl"] == "deploy-compiled" for r in result["inference"])  # not asked for
+    defaults = {r["impl"] for r in result["inference"] if r["default"]}
+    assert defaults == {"deploy-onnxruntime"}  # what prepare_for_inference serves fp32 by, ORT installed
     rows = result["training"] + result["inference"]
     assert all(r["images_per_s"] > 0 and r["fraction_of_peak"] > 0 for r in rows)
-    assert "onnxruntime" in capsys.readouterr().out
+    assert "deploy-onnxruntime*" in capsys.readouterr().out

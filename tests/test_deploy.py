@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -14,7 +15,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from resnets.cli import main
-from resnets.deploy import export_model, fuse_bn, load_exported, prepare_for_inference
+from resnets.deploy import export_model, fuse_bn, load_exported, prepare_for_inference, runtimes
+from resnets.deploy.prepare import FrozenCompiled
+from resnets.deploy.runtimes import PeerRuntime
+from resnets.files import cache_dir
 from resnets.models import create_model
 from resnets.train.checkpoint import save_weights
 
@@ -76,9 +80,9 @@ def test_bf16_predicts_the_same_classes() -> None:
     assert (out - ref).abs().max() < 0.05 * ref.abs().max()
 
 
-def test_fp32_default_is_channels_last() -> None:
+def test_eager_fp32_is_channels_last() -> None:
     model = trained_like("cifar_resnet20", 32)
-    fp32 = prepare_for_inference(model)
+    fp32 = prepare_for_inference(model, runtime="eager")
     assert fp32.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.randn(8, 3, 32, 32)
     with torch.no_grad():
@@ -86,6 +90,61 @@ def test_fp32_default_is_channels_last() -> None:
         assert (fp32(x) - ref).abs().max() < 1e-4 * ref.abs().max()
     with pytest.raises(ValueError, match="dtype"):
         prepare_for_inference(model, dtype="fp16")
+
+
+@pytest.mark.parametrize("runtime", ["compiled", "onnxruntime", "openvino"])
+def test_every_runtime_gives_the_models_outputs(runtime: str) -> None:
+    pytest.importorskip({"compiled": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}[runtime])
+    model = trained_like("resnet18", 32)
+    served = prepare_for_inference(model, runtime=runtime)
+    with torch.no_grad():
+        for shape in [(1, 3, 32, 32), (5, 3, 32, 32), (2, 3, 40, 48)]:  # batch sizes, and another image size
+            x = torch.randn(*shape)
+            ref = model(x)
+            assert (served(x) - ref).abs().max() < 1e-4 * ref.abs().max()
+            x = x.contiguous(memory_format=torch.channels_last)  # as predict passes it
+            assert (served(x) - ref).abs().max() < 1e-4 * ref.abs().max()
+
+
+def test_auto_serves_fp32_by_onnx_runtime_and_else_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    model = create_model("cifar_resnet20")
+    assert isinstance(prepare_for_inference(model), PeerRuntime)
+    assert prepare_for_inference(model).runtime == "onnxruntime"
+    assert isinstance(prepare_for_inference(model, dtype="bf16"), nn.Module)  # bf16: eager
+    assert not isinstance(prepare_for_inference(model, dtype="bf16"), PeerRuntime | FrozenCompiled)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a)
+    )
+    assert isinstance(prepare_for_inference(model), FrozenCompiled)
+    with pytest.raises(ImportError, match=r"pip install 'resnets\[export\]'"):
+        prepare_for_inference(model, runtime="onnxruntime")
+
+
+def test_peer_runtimes_refuse_what_they_cannot_serve() -> None:
+    model = create_model("cifar_resnet20")
+    with pytest.raises(ValueError, match="fp32 on the CPU"):
+        prepare_for_inference(model, dtype="bf16", runtime="onnxruntime")
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        prepare_for_inference(model, runtime="tensorrt")
+    with pytest.raises(ValueError, match="int8"):
+        prepare_for_inference(model, dtype="int8", runtime="eager", calibration=[torch.randn(2, 3, 32, 32)])
+
+
+def test_onnx_exports_are_cached_and_pruned(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    model = create_model("cifar_resnet20")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        first = prepare_for_inference(model)(x)
+        monkeypatch.setattr(runtimes, "export_model", lambda *a: pytest.fail("exported again"))
+        assert torch.equal(prepare_for_inference(model)(x), first)  # a second predict: from the cache
+        monkeypatch.undo()
+        monkeypatch.setattr(runtimes, "KEEP_EXPORTS", 2)
+        for side in (16, 20, 24):  # three more exports: only the two most recent stay
+            prepare_for_inference(model)(torch.randn(1, 3, side, side))
+    assert len(list((cache_dir() / "onnx").glob("*.onnx"))) == 2
 
 
 def test_int8_runs_every_conv_as_an_int8_kernel_and_stays_close() -> None:

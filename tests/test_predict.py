@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from torchvision.transforms.v2 import functional as TF
 from resnets.cli import main
 from resnets.data import load_dataset
 from resnets.train import TrainConfig, fit
-from resnets.trained import load_image, load_trained
+from resnets.trained import load_image, load_trained, predict
 
 CIFAR = Path(__file__).parent / "fixtures" / "cifar10"
 
@@ -55,3 +56,19 @@ def test_predict_writes_csv_and_json(folder_run: Path, tmp_path: Path, capsys: p
             assert all(len(r["top"]) == 2 for r in rows)
         assert sorted(Path(r["image"]).name for r in rows) == sorted(p.name for p in images.iterdir())
     assert main(["predict", str(folder_run), str(images), "--output", str(tmp_path / "x.txt")]) == 2
+
+
+def test_every_runtime_gives_the_same_answers(folder_run: Path) -> None:
+    """predict's serving runtime changes the speed, not the answers (probabilities to fp32 rounding)."""
+    trained = load_trained(folder_run)
+    images = sorted((CIFAR / "test" / "cat").iterdir())[:5]
+    answers = {
+        runtime: [top for _, top in predict(trained, images, top_k=3, runtime=runtime)]
+        for runtime in ("eager", "onnxruntime", "openvino")
+        if runtime == "eager" or importlib.util.find_spec(runtime)
+    }
+    assert len(answers) == 3  # both peers are dev dependencies
+    for top in answers.values():
+        assert [[c for c, _ in t] for t in top] == [[c for c, _ in t] for t in answers["eager"]]
+        for got, want in zip(top, answers["eager"], strict=True):
+            assert [p for _, p in got] == pytest.approx([p for _, p in want], abs=1e-5)

@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Literal, get_args, get_origin, get_type_hints
 
+from .deploy.runtimes import RUNTIMES
 from .experiments.options import BUDGETS, DATA_SETS, EXPERIMENTS
 from .models import create_model, get_entry, list_models, summarize
 from .train.config import HELP, PRESETS, RESUMABLE, TrainConfig, apply_preset
@@ -135,7 +136,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"no image files found in {' '.join(args.images)}")
     answers, failed = [], 0
     shown = progress(
-        predict(trained, paths, args.top_k, args.batch_size), "predict", enabled=bool(args.output)
+        predict(trained, paths, args.top_k, args.batch_size, args.runtime),
+        "predict",
+        enabled=bool(args.output),
     )
     for path, top in shown:
         if isinstance(top, Exception):
@@ -222,7 +225,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from .files import atomic_write_text
 
     chosen = {k: v for k, v in vars(args).items() if k in BenchConfig.__dataclass_fields__ and v is not None}
-    for key in ("models", "cifar_models"):
+    for key in ("models", "cifar_models", "runtimes"):
         if key in chosen:
             chosen[key] = tuple(chosen[key])
     config = BenchConfig.quick(**chosen) if args.quick else BenchConfig(**chosen)
@@ -434,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="also write a Grad-CAM overlay of the predicted class per image: DIR/<name>.cam.png",
     )
+    p.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                   help="what serves the BN-folded model: auto (default: ONNX Runtime on a CPU when installed, "
+                   "else compiled), eager, compiled (Inductor), onnxruntime or openvino")  # fmt: skip
     add_foreign_weights_options(p)
     p.set_defaults(handler=cmd_predict)
 
@@ -461,7 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=non_negative_int, default=None, help="default 2")
     p.add_argument("--repeats", type=positive_int, default=None, help="default 5 (the median is reported)")
     p.add_argument("--quick", action="store_true", help="fewer, shorter repeats: a smoke run")
-    p.add_argument("--no-onnx", dest="onnx", action="store_const", const=False, default=None)
+    p.add_argument("--runtimes", nargs="*", default=None, choices=RUNTIMES[1:],
+                   help="deploy runtimes to time (default: all; a peer that is not installed is skipped)")  # fmt: skip
+    p.add_argument("--no-training", dest="training", action="store_const", const=False, default=None,
+                   help="time inference only")  # fmt: skip
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
     p.add_argument(
         "--threads", type=positive_int, default=None, help="CPU threads (default: all cores; idle ones only)"

@@ -19,6 +19,12 @@ from pathlib import Path
 STALE_SECONDS = 3600.0  # a temporary this old belongs to a process that died (a live write takes seconds)
 
 
+def cache_dir() -> Path:
+    """The folder for downloads, decoded data and compiled or exported models: $RESNETS_CACHE, else
+    ~/.cache/resnets."""
+    return Path(os.environ.get("RESNETS_CACHE") or Path.home() / ".cache" / "resnets").expanduser()
+
+
 def _temp_name(path: Path) -> tuple[str, str]:
     """(prefix, suffix) of `path`'s temporaries: hidden, and ending in the real suffix so that writers which
     infer the format from it (matplotlib, numpy, torch.export) still do."""

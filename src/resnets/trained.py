@@ -16,6 +16,7 @@ from .data.bundle import convert_stats
 from .data.folder import IMAGE_SUFFIXES, eval_preprocess, eval_resize, read_image
 from .data.load import IMAGENET_STATS
 from .deploy import prepare_for_inference
+from .deploy.runtimes import InferenceRuntime
 from .files import atomic_write
 from .interpret import grad_cam, overlay
 from .models import ResNet, create_model, load_weights
@@ -189,12 +190,17 @@ Prediction = list[tuple[str, float]]
 
 @torch.no_grad()
 def predict(
-    trained: Trained, images: list[str | Path], top_k: int = 5, batch_size: int = 64
+    trained: Trained,
+    images: list[str | Path],
+    top_k: int = 5,
+    batch_size: int = 64,
+    runtime: InferenceRuntime = "auto",
 ) -> Iterator[tuple[Path, Prediction | Exception]]:
     """(image, top-k (class, probability)) for each image, in order, computed in batches by the deploy path
-    (as `resnets export`). An image that cannot be read yields its exception instead, so one bad file does
-    not hide the answers for the others."""
-    model = prepare_for_inference(trained.model)  # the deploy path: BN folded, channels_last
+    (BN folded) served by `runtime` (see `prepare_for_inference`; "auto": ONNX Runtime on a CPU when it is
+    installed). An image that cannot be read yields its exception instead, so one bad file does not hide
+    the answers for the others."""
+    model = prepare_for_inference(trained.model, runtime=runtime)
     k = min(top_k, trained.model.num_classes)
     paths = expand_images(images)  # (folders and globs; files stay as given)
     for start in range(0, len(paths), batch_size):

@@ -23,7 +23,8 @@ class BenchConfig:
     repeats: int = 5
     min_time: float = 0.3  # seconds each repeat lasts at least (short calls are looped)
     matmul_size: int = 2048
-    onnx: bool = True  # also time ONNX Runtime on the exported model (CPU only)
+    runtimes: tuple[str, ...] = ("eager", "compiled", "onnxruntime", "openvino")  # deploy runtimes timed
+    training: bool = True  # False: inference only
     device: str = "cpu"
     threads: int | None = None  # CPU threads; None = every core (fewer if other jobs load the machine)
 

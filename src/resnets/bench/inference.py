@@ -1,15 +1,16 @@
-"""Inference throughput (a full batch) and latency (batch 1): eager ours and torchvision's, our deploy path in
-fp32 and bf16, and ONNX Runtime on the same network exported to ONNX."""
+"""Inference throughput (a full batch) and latency (batch 1): eager ours and torchvision's, and our deploy
+path (`prepare_for_inference`) served by each runtime — PyTorch eager and compiled, ONNX Runtime and OpenVINO
+on an ONNX export of the same model — plus bf16 where the device runs it natively."""
 
 from __future__ import annotations
 
-import tempfile
+import importlib.util
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-from ..deploy import export_model, load_exported, prepare_for_inference
+from ..deploy import prepare_for_inference
+from ..deploy.runtimes import PEERS, choose_runtime
 from ..machine import bf16_native
 from .config import Context
 from .models import input_side, macs_per_image, ours, torchvision_twin
@@ -17,7 +18,18 @@ from .models import input_side, macs_per_image, ours, torchvision_twin
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _candidates(ctx: Context, name: str, side: int, workdir: Path) -> list[tuple[str, str, Runner]]:
+def _runtimes(ctx: Context) -> list[str]:
+    """The configured deploy runtimes that can run here (peers: installed, and on a CPU)."""
+
+    def available(runtime: str) -> bool:
+        if runtime not in PEERS:
+            return True
+        return ctx.device.type == "cpu" and importlib.util.find_spec(PEERS[runtime]) is not None
+
+    return [r for r in ctx.config.runtimes if available(r)]
+
+
+def _candidates(ctx: Context, name: str) -> list[tuple[str, str, Runner]]:
     """(impl, precision, callable) for each way of running `name` on this device."""
     device = ctx.device
     model = ours(name).to(device).eval()
@@ -25,41 +37,39 @@ def _candidates(ctx: Context, name: str, side: int, workdir: Path) -> list[tuple
     twin = torchvision_twin(name)
     if twin is not None:
         found.append(("torchvision-eager", "fp32", twin.to(device).eval()))
-    found.append(("ours-deploy", "fp32", prepare_for_inference(model, dtype="fp32")))
+    for runtime in _runtimes(ctx):
+        found.append((f"deploy-{runtime}", "fp32", prepare_for_inference(model, runtime=runtime)))
     if bf16_native(device):
-        found.append(("ours-deploy", "bf16", prepare_for_inference(model, dtype="bf16")))
-    if ctx.config.onnx and device.type == "cpu":
-        path = export_model(model, workdir / f"{name}.onnx", "onnx", (3, side, side))
-        found.append(("onnxruntime", "fp32", load_exported(path)))
+        found.append(("deploy-eager", "bf16", prepare_for_inference(model, dtype="bf16", runtime="eager")))
     return found
 
 
 def inference_rows(ctx: Context) -> list[dict]:
-    """One row per model, implementation and batch size (the throughput batch, then 1 for latency)."""
+    """One row per model, implementation and batch size (the throughput batch, then 1 for latency); the row
+    of the runtime `prepare_for_inference` picks by default is marked `default`."""
     c = ctx.config
+    default = f"deploy-{choose_runtime('auto', 'fp32', ctx.device)}"
     rows = []
-    with tempfile.TemporaryDirectory() as workdir:
-        for name in c.models + c.cifar_models:
-            side = input_side(name, c.image_size)
-            macs = macs_per_image(name, side)
-            candidates = _candidates(ctx, name, side, Path(workdir))
-            for batch in (c.batch_size, 1):
-                x = torch.randn(batch, 3, side, side, device=ctx.device)
-                with torch.inference_mode():  # all ways of running it, timed interleaved
-                    times = ctx.time_each([lambda run=run, x=x: run(x) for _, _, run in candidates])
-                for (impl, precision, _), seconds in zip(candidates, times, strict=True):
-                    rows.append(
-                        {
-                            "model": name,
-                            "impl": impl,
-                            "precision": precision,
-                            "batch_size": batch,
-                            "image_size": side,
-                            "images_per_s": batch / seconds,
-                            "latency_ms": seconds * 1e3,
-                            "fraction_of_peak": ctx.fraction_of_peak(
-                                macs, batch / seconds, precision, passes=1
-                            ),
-                        }
-                    )
+    for name in c.models + c.cifar_models:
+        side = input_side(name, c.image_size)
+        macs = macs_per_image(name, side)
+        candidates = _candidates(ctx, name)
+        for batch in (c.batch_size, 1):
+            x = torch.randn(batch, 3, side, side, device=ctx.device)
+            with torch.inference_mode():  # all ways of running it, timed interleaved
+                times = ctx.time_each([lambda run=run, x=x: run(x) for _, _, run in candidates])
+            for (impl, precision, _), seconds in zip(candidates, times, strict=True):
+                rows.append(
+                    {
+                        "model": name,
+                        "impl": impl,
+                        "precision": precision,
+                        "default": impl == default and precision == "fp32",
+                        "batch_size": batch,
+                        "image_size": side,
+                        "images_per_s": batch / seconds,
+                        "latency_ms": seconds * 1e3,
+                        "fraction_of_peak": ctx.fraction_of_peak(macs, batch / seconds, precision, passes=1),
+                    }
+                )
     return rows

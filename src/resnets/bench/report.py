@@ -25,7 +25,7 @@ def _training_table(rows: list[dict]) -> list[str]:
 
 
 def _inference_table(rows: list[dict]) -> list[str]:
-    """Baseline: our eager fp32 model at the same batch size."""
+    """Baseline: our eager fp32 model at the same batch size; `*` marks `prepare_for_inference`'s default."""
     lines = [
         f"{'model':<18}{'impl':<19}{'prec':<6}{'batch':>6}{'img/s':>10}{'ms/batch':>10}{'peak':>8}{'speed-up':>10}"
     ]
@@ -36,7 +36,7 @@ def _inference_table(rows: list[dict]) -> list[str]:
             if b["model"] == r["model"] and b["batch_size"] == r["batch_size"] and b["impl"] == "ours-eager"
         )
         lines.append(
-            f"{r['model']:<18}{r['impl']:<19}{r['precision']:<6}{r['batch_size']:>6}{r['images_per_s']:>10.1f}"
+            f"{r['model']:<18}{r['impl'] + ('*' if r.get('default') else ''):<19}{r['precision']:<6}{r['batch_size']:>6}{r['images_per_s']:>10.1f}"
             f"{r['latency_ms']:>10.2f}{_percent(r['fraction_of_peak']):>8}"
             f"{r['images_per_s'] / base['images_per_s']:>9.2f}x"
         )
@@ -62,6 +62,9 @@ def format_report(result: dict) -> str:
     return "\n".join(
         header
         + _training_table(result["training"])
-        + ["", "inference (speed-up vs our eager fp32 at the same batch)"]
+        + [
+            "",
+            "inference (speed-up vs our eager fp32 at the same batch; * = prepare_for_inference's default)",
+        ]
         + _inference_table(result["inference"])
     )

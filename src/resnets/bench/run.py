@@ -57,7 +57,7 @@ def run_benchmark(config: BenchConfig) -> dict:
     try:
         load_before = load_average()
         ctx = Context(config, device, measure_ceilings(config, device))
-        training = training_rows(ctx)
+        training = training_rows(ctx) if config.training else []
         inference = inference_rows(ctx)
         return {
             "provenance": provenance(invocation(), device),  # commit, dirty tree, command, machine, versions

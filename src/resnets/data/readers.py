@@ -23,8 +23,8 @@ from resnets.data.folder import (
     scan_classes,
 )
 from resnets.data.idx import read_idx
-from resnets.data.sources import FASHION_FILES, cache_dir, fashion_file
-from resnets.files import atomic_write
+from resnets.data.sources import FASHION_FILES, fashion_file
+from resnets.files import atomic_write, cache_dir
 
 FASHION_CLASSES = [
     "T-shirt/top",

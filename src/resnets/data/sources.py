@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from resnets.data.errors import DataError
+from resnets.files import cache_dir
 
 FASHION_FILES = (
     "train-images-idx3-ubyte",
@@ -19,11 +20,6 @@ _CIFAR_PICKLES = {
     "cifar10": ("cifar-10-batches-py", "data_batch_1"),
     "cifar100": ("cifar-100-python", "train"),
 }
-
-
-def cache_dir() -> Path:
-    """The folder for downloads and decoded caches: $RESNETS_CACHE, else ~/.cache/resnets."""
-    return Path(os.environ.get("RESNETS_CACHE") or Path.home() / ".cache" / "resnets").expanduser()
 
 
 def fashion_file(folder: Path, stem: str) -> Path | None:

@@ -1,5 +1,5 @@
 """Turning a trained model into its fastest exact-enough inference form: fused, in the chosen precision and
-memory layout."""
+memory layout, served by the chosen runtime (`runtimes.py`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import nn
 
 from ..models import ResNet
 from .fuse import fuse_bn
+from .runtimes import InferenceRuntime, PeerRuntime, choose_runtime
 
 Precision = Literal["fp32", "bf16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
@@ -35,11 +36,13 @@ class FrozenCompiled(nn.Module):
     dequantize -> conv -> (add) -> (ReLU) -> quantize chain into one int8 kernel. The switch is Inductor's
     global config, so it is set only around each call (compilation happens inside the first call of each
     input shape); as a `torch.compile` option it comes too late, leaving the weights graph inputs.
+    `dynamic=False` compiles each batch size on its own (a graph specialised to batch 1 runs faster than a
+    dynamic one there); Inductor's on-disk cache makes a later process's compile of the same graph quicker.
     """
 
-    def __init__(self, graph: nn.Module) -> None:
+    def __init__(self, graph: nn.Module, dynamic: bool | None = None) -> None:
         super().__init__()
-        self.compiled = torch.compile(graph)
+        self.compiled = torch.compile(graph, dynamic=dynamic)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), torch._inductor.config.patch(freezing=True):
@@ -84,8 +87,13 @@ def prepare_for_inference(
     dtype: Precision = "fp32",
     channels_last: bool | None = None,
     calibration: Iterable[torch.Tensor] | None = None,
+    runtime: InferenceRuntime = "auto",
 ) -> nn.Module:
-    """An eval-mode, BN-fused copy of `model` in `dtype` ("fp32", "bf16" or "int8") and memory layout.
+    """An eval-mode, BN-fused copy of `model` in `dtype` ("fp32", "bf16" or "int8") and memory layout, served
+    by `runtime`: "eager" (PyTorch), "compiled" (Inductor with freezing, each batch size compiled at its first
+    call), "onnxruntime" or "openvino" (fp32 on a CPU: an ONNX export, cached on disk, run by that runtime),
+    or "auto": ONNX Runtime for fp32 on a CPU when it is installed, else "compiled"; "eager" elsewhere
+    (docs/benchmarks.md, "Inference runtimes", has the measurements behind this).
 
     `channels_last=None` means NHWC for fp32 and bf16, which measured faster for inference on CPU at every
     model, batch size and precision tried (docs/benchmarks.md) and is the usual choice on CUDA. bf16 casts
@@ -97,17 +105,23 @@ def prepare_for_inference(
     """
     if dtype not in PRECISIONS:
         raise ValueError(f"dtype must be one of {PRECISIONS}, not {dtype!r}")
+    device = next(model.parameters()).device
     if dtype == "int8":
+        if runtime != "auto":
+            raise ValueError("dtype='int8' is always served compiled by Inductor; leave runtime unset")
         if calibration is None:
             raise ValueError("dtype='int8' needs calibration batches")
         if channels_last is not None:
             raise ValueError("dtype='int8' gets its layout from Inductor; leave channels_last unset")
-        if any(p.device.type != "cpu" for p in model.parameters()):
+        if device.type != "cpu":
             raise ValueError("dtype='int8' runs on CPU only (x86 oneDNN kernels); move the model to CPU")
         return FrozenCompiled(quantize_int8(model, calibration))
+    runtime = choose_runtime(runtime, dtype, device)
     fused = fuse_bn(model)
+    if runtime in ("onnxruntime", "openvino"):
+        return PeerRuntime(fused, runtime)  # the peer picks its own layout
     if channels_last is not False:
         fused = fused.to(memory_format=torch.channels_last)
     if dtype == "bf16":
-        return CastInput(fused.to(torch.bfloat16), torch.bfloat16)
-    return fused
+        fused = CastInput(fused.to(torch.bfloat16), torch.bfloat16)
+    return FrozenCompiled(fused, dynamic=False) if runtime == "compiled" else fused

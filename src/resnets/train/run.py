@@ -22,8 +22,7 @@ from torch import nn
 from ..data import DataBundle, make_loader
 from ..data.loader import balanced_class_weights
 from ..data.seeds import mix_seed
-from ..data.sources import cache_dir
-from ..files import atomic_write_text
+from ..files import atomic_write_text, cache_dir
 from ..interpret import Mistake, top_losses
 from ..models import ResNet
 from . import distributed, rundir
