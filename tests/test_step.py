@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,11 +14,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnets import machine
-from resnets.machine import bf16_native
+from resnets.machine import bf16_native, busy_cores
 from resnets.train import fit
 from resnets.train.checkpoint import load_state
 from resnets.train.config import TrainConfig
-from resnets.train.runtime import AMP_DTYPES, Runtime, choose_precision, resolve_runtime, set_cudnn_autotune
+from resnets.train.runtime import (
+    AMP_DTYPES,
+    Runtime,
+    apply_threads,
+    choose_precision,
+    resolve_runtime,
+    set_cudnn_autotune,
+)
 from resnets.train.step import MixedTargets, classification_loss, training_step
 
 FASHION = Path(__file__).parent / "fixtures" / "fashion-mnist"
@@ -228,3 +238,31 @@ def test_fp16_loss_scale_is_checkpointed_and_resumed(tmp_path: Path, monkeypatch
     assert load_state(out)["scaler"]["scale"] == 2.0**steps
     fit(resume=out, changes={"epochs": 2})  # a fresh scaler at 1.0, unless the checkpoint's is loaded
     assert load_state(out)["scaler"]["scale"] == 2.0 ** (2 * steps)
+
+
+def test_busy_cores_sees_a_busy_process() -> None:
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert busy_cores(0.5) >= 0.6  # the hog's core (other load only adds to it)
+    finally:
+        hog.kill()
+
+
+def test_threads_leave_busy_cores_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(machine, "core_count", lambda: 4)
+        monkeypatch.setattr(machine, "busy_cores", lambda: 1.2)
+        assert apply_threads() == "3 CPU threads: 1.2 of 4 cores busy with other work"
+        assert torch.get_num_threads() == 3
+        monkeypatch.setattr(machine, "busy_cores", lambda: 7.0)  # more load than cores: still one thread
+        assert apply_threads().startswith("1 CPU threads") and torch.get_num_threads() == 1
+        monkeypatch.setattr(machine, "busy_cores", lambda: 0.3)  # idle: every core, nothing to say
+        assert apply_threads() is None and torch.get_num_threads() == 4
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert apply_threads() is None and torch.get_num_threads() == 2
+        assert apply_threads(3) is None and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -52,10 +52,15 @@ def train_argv(args: argparse.Namespace) -> list[str]:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume) a model; every TrainConfig field is a flag, given flags override the preset."""
     from .train import train
-    from .train.distributed import is_main_process, launch
+    from .train.distributed import is_main_process, launch, launched_by_torchrun
+    from .train.runtime import apply_threads
 
     if args.nproc is not None:
         return launch(args.nproc, train_argv(args))
+    if not launched_by_torchrun():  # (a torchrun worker gets its share of the cores from the launcher)
+        reason = apply_threads(args.threads)
+        if reason and not getattr(args, "quiet", False):
+            print(f"resnets train: {reason}", flush=True)
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     if args.resume and args.preset != "default":
         raise ValueError("--preset cannot change a resumed run's recipe; leave it out with --resume")
@@ -126,10 +131,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     the answers go to a CSV or JSON file instead of stdout."""
     from .files import atomic_write_text
     from .train.progress import progress
+    from .train.runtime import apply_threads
     from .trained import expand_images, load_trained, predict, predictions_csv, write_cam
 
     if args.output and Path(args.output).suffix not in (".csv", ".json"):
         raise ValueError(f"--output {args.output}: write .csv or .json")
+    apply_threads()  # the cores other processes leave idle (ONNX Runtime is given as many)
     trained = load_trained(args.weights, args.model, args.num_classes, args.in_channels)
     paths = expand_images(args.images)
     if not paths:
@@ -380,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--nproc", type=positive_int, metavar="N", help="train with N processes on this machine (DistributedDataParallel "
         "via torchrun); --batch-size is per process and the default SGD lr is 0.1 x batch-size x N / 128",
     )  # fmt: skip
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: $OMP_NUM_THREADS, "
+                   "else one per core that other processes leave idle, measured at the start)")  # fmt: skip
     add_config_flags(p)
     p.set_defaults(handler=cmd_train)
 
@@ -439,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
                    help="what serves the BN-folded model: auto (default: ONNX Runtime on a CPU when installed, "
-                   "else compiled), eager, compiled (Inductor), onnxruntime or openvino")  # fmt: skip
+                   "else compiled), eager, compiled (Inductor) or onnxruntime")  # fmt: skip
     add_foreign_weights_options(p)
     p.set_defaults(handler=cmd_predict)
 
@@ -467,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=non_negative_int, default=None, help="default 2")
     p.add_argument("--repeats", type=positive_int, default=None, help="default 5 (the median is reported)")
     p.add_argument("--quick", action="store_true", help="fewer, shorter repeats: a smoke run")
-    p.add_argument("--runtimes", nargs="*", default=None, choices=RUNTIMES[1:],
+    p.add_argument("--runtimes", nargs="*", default=None, choices=(*RUNTIMES[1:], "openvino"),
                    help="deploy runtimes to time (default: all; a peer that is not installed is skipped)")  # fmt: skip
     p.add_argument("--no-training", dest="training", action="store_const", const=False, default=None,
                    help="time inference only")  # fmt: skip

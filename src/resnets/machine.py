@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -18,6 +19,33 @@ BF16_CAPABILITY = (8, 0)  # Ampere and later have bf16 tensor cores; older GPUs 
 def core_count() -> int:
     """Cores this process may run on (the affinity mask, not the host's total)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def busy_cores(seconds: float = 0.3) -> float:
+    """How many cores' worth of CPU time the machine spent busy over the next `seconds` (from /proc/stat;
+    0.0 where that cannot be read). Called before a run starts, this is other processes' load."""
+    stat = Path("/proc/stat")
+    if not stat.is_file():
+        return 0.0
+
+    def sample() -> tuple[int, int]:
+        ticks = [int(v) for v in stat.read_text().split("\n", 1)[0].split()[1:9]]  # user .. steal
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+
+    total, idle = sample()
+    time.sleep(seconds)
+    total2, idle2 = sample()
+    if total2 <= total:
+        return 0.0
+    return (1 - (idle2 - idle) / (total2 - total)) * (os.cpu_count() or 1)
+
+
+def free_cores() -> tuple[int, int, float]:
+    """(threads to compute with, cores, cores other processes keep busy): every core this process may use,
+    less the busy ones, at least 1. OpenMP threads wait for each other at every op, so a thread that shares its
+    core with another process slows all of them down (docs/benchmarks.md, "A busy machine")."""
+    busy, cores = busy_cores(), core_count()
+    return max(1, cores - round(busy)), cores, busy
 
 
 def cpu_model() -> str:

@@ -1,16 +1,18 @@
 """Inference throughput (a full batch) and latency (batch 1): eager ours and torchvision's, and our deploy
-path (`prepare_for_inference`) served by each runtime — PyTorch eager and compiled, ONNX Runtime and OpenVINO
-on an ONNX export of the same model — plus bf16 where the device runs it natively."""
+path (`prepare_for_inference`) served by each runtime — PyTorch eager and compiled, ONNX Runtime — plus
+OpenVINO on the same ONNX export as a peer, and bf16 where the device runs it natively."""
 
 from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from ..deploy import prepare_for_inference
-from ..deploy.runtimes import PEERS, choose_runtime
+from ..deploy import fuse_bn, prepare_for_inference
+from ..deploy.runtimes import PeerRuntime, Session, choose_runtime
 from ..machine import bf16_native
 from .config import Context
 from .models import input_side, macs_per_image, ours, torchvision_twin
@@ -18,15 +20,38 @@ from .models import input_side, macs_per_image, ours, torchvision_twin
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
 
+PEERS = ("onnxruntime", "openvino")
+
+
+def openvino_session(path: Path, threads: int) -> Session:
+    """OpenVINO's CPU plugin on the ONNX file `path`: latency hint (faster than throughput at both batch
+    sizes here), fp32 kept (no bf16 down-casting), `threads` threads."""
+    import openvino as ov
+
+    config = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": threads,
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
+    request = ov.Core().compile_model(str(path), "CPU", config).create_infer_request()
+    return lambda x: np.array(request.infer({0: x})[0])  # a copy: the request reuses its output buffer
+
+
 def _runtimes(ctx: Context) -> list[str]:
-    """The configured deploy runtimes that can run here (peers: installed, and on a CPU)."""
+    """The configured runtimes that can run here (peers: installed, and on a CPU)."""
 
     def available(runtime: str) -> bool:
         if runtime not in PEERS:
             return True
-        return ctx.device.type == "cpu" and importlib.util.find_spec(PEERS[runtime]) is not None
+        return ctx.device.type == "cpu" and importlib.util.find_spec(runtime) is not None
 
     return [r for r in ctx.config.runtimes if available(r)]
+
+
+def _deploy(model: torch.nn.Module, runtime: str) -> Runner:
+    if runtime == "openvino":  # a peer for comparison, not one of ours (see deploy/runtimes.py)
+        return PeerRuntime(fuse_bn(model), openvino_session)
+    return prepare_for_inference(model, runtime=runtime)
 
 
 def _candidates(ctx: Context, name: str) -> list[tuple[str, str, Runner]]:
@@ -38,7 +63,8 @@ def _candidates(ctx: Context, name: str) -> list[tuple[str, str, Runner]]:
     if twin is not None:
         found.append(("torchvision-eager", "fp32", twin.to(device).eval()))
     for runtime in _runtimes(ctx):
-        found.append((f"deploy-{runtime}", "fp32", prepare_for_inference(model, runtime=runtime)))
+        impl = "openvino" if runtime == "openvino" else f"deploy-{runtime}"
+        found.append((impl, "fp32", _deploy(model, runtime)))
     if bf16_native(device):
         found.append(("deploy-eager", "bf16", prepare_for_inference(model, dtype="bf16", runtime="eager")))
     return found

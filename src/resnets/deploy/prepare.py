@@ -91,7 +91,7 @@ def prepare_for_inference(
 ) -> nn.Module:
     """An eval-mode, BN-fused copy of `model` in `dtype` ("fp32", "bf16" or "int8") and memory layout, served
     by `runtime`: "eager" (PyTorch), "compiled" (Inductor with freezing, each batch size compiled at its first
-    call), "onnxruntime" or "openvino" (fp32 on a CPU: an ONNX export, cached on disk, run by that runtime),
+    call), "onnxruntime" (fp32 on a CPU: an ONNX export, cached on disk, run by ONNX Runtime),
     or "auto": ONNX Runtime for fp32 on a CPU when it is installed, else "compiled"; "eager" elsewhere
     (docs/benchmarks.md, "Inference runtimes", has the measurements behind this).
 
@@ -118,8 +118,8 @@ def prepare_for_inference(
         return FrozenCompiled(quantize_int8(model, calibration))
     runtime = choose_runtime(runtime, dtype, device)
     fused = fuse_bn(model)
-    if runtime in ("onnxruntime", "openvino"):
-        return PeerRuntime(fused, runtime)  # the peer picks its own layout
+    if runtime == "onnxruntime":
+        return PeerRuntime(fused)  # ONNX Runtime picks its own layout
     if channels_last is not False:
         fused = fused.to(memory_format=torch.channels_last)
     if dtype == "bf16":

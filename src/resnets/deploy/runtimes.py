@@ -1,5 +1,5 @@
-"""Which runtime serves a prepared model: PyTorch eager, PyTorch compiled (Inductor with freezing), or a peer
-runtime (ONNX Runtime, OpenVINO) fed an ONNX export of the same BN-folded model.
+"""Which runtime serves a prepared model: PyTorch eager, PyTorch compiled (Inductor with freezing), or ONNX
+Runtime fed an ONNX export of the same BN-folded model.
 
 Why peers: measured interleaved on two CPUs (docs/benchmarks.md, "Inference runtimes"), ONNX Runtime was
 the fastest fp32 runtime at batch 1 and 32 on every model we tried or within a few percent of the fastest;
@@ -7,6 +7,10 @@ its lead is largest on the small CIFAR nets at batch 1 (1.5-2x), where PyTorch's
 So `runtime="auto"` serves fp32 on a CPU through ONNX Runtime when it is installed (`resnets[export]`) and
 through Inductor otherwise. The export is made at the first call of each image size and cached on disk,
 keyed by the weights, so a second `predict` does not pay for it again.
+
+OpenVINO is compared in the benchmark (`PeerRuntime` takes any opener) but not offered as a serving runtime:
+loaded in one process with Inductor and forked DataLoader workers it crashed our test run (a heap
+corruption, seen with openvino 2026.4.1), and it was not faster than ONNX Runtime by more than 7% anywhere.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ from torch import nn
 from ..files import cache_dir
 from .export import export_model
 
-InferenceRuntime = Literal["auto", "eager", "compiled", "onnxruntime", "openvino"]
-RUNTIMES: tuple[str, ...] = ("auto", "eager", "compiled", "onnxruntime", "openvino")
-PEERS: dict[str, str] = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # runtime -> module to import
-EXTRAS = {"onnxruntime": "resnets[export]", "openvino": "resnets[openvino]"}
+InferenceRuntime = Literal["auto", "eager", "compiled", "onnxruntime"]
+RUNTIMES: tuple[str, ...] = ("auto", "eager", "compiled", "onnxruntime")
+Session = Callable[[np.ndarray], np.ndarray]  # an fp32 NCHW batch -> logits
+Opener = Callable[[Path, int], Session]  # (ONNX file, threads) -> session
 KEEP_EXPORTS = 8  # the cache keeps the most recently used exports (a resnet50 export is ~100 MB)
 
 
@@ -35,11 +39,13 @@ def choose_runtime(runtime: str, dtype: str, device: torch.device) -> str:
     """The concrete runtime for `runtime` ("auto" or a name), refusing combinations that cannot run."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
-    if runtime in PEERS:
+    if runtime == "onnxruntime":
         if dtype != "fp32" or device.type != "cpu":
-            raise ValueError(f"runtime {runtime!r} serves fp32 on the CPU; use runtime='compiled' or 'eager'")
-        if importlib.util.find_spec(PEERS[runtime]) is None:
-            raise ImportError(f"runtime {runtime!r} is not installed: pip install '{EXTRAS[runtime]}'")
+            raise ValueError(
+                "runtime 'onnxruntime' serves fp32 on the CPU; use runtime='compiled' or 'eager'"
+            )
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise ImportError("runtime 'onnxruntime' is not installed: pip install 'resnets[export]'")
         return runtime
     if runtime != "auto":
         return runtime
@@ -71,42 +77,33 @@ def onnx_file(model: nn.Module, input_size: tuple[int, ...]) -> Path:
     return path
 
 
-def open_session(runtime: str, path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """A function from an fp32 NCHW array to logits that runs the ONNX file `path` in `runtime`."""
-    if runtime == "onnxruntime":
-        import onnxruntime as ort
+def onnxruntime_session(path: Path, threads: int) -> Session:
+    """ONNX Runtime's CPU session for the ONNX file `path`, on `threads` intra-op threads."""
+    import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # as many as PyTorch uses, not ORT's default of every core
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return lambda x: session.run(["logits"], {"images": x})[0]
-    import openvino as ov
-
-    config = {
-        "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_NUM_THREADS": threads,
-        "INFERENCE_PRECISION_HINT": "f32",
-    }
-    request = ov.Core().compile_model(str(path), "CPU", config).create_infer_request()
-    return lambda x: np.array(request.infer({0: x})[0])  # a copy: the request reuses its output buffer
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # as many as PyTorch uses, not ORT's default of every core
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(["logits"], {"images": x})[0]
 
 
 class PeerRuntime(nn.Module):
-    """`model` served by a peer runtime: takes and returns torch tensors like the module it stands for.
+    """`model` served by a peer runtime (ONNX Runtime unless `opener` says otherwise): takes and returns
+    torch tensors like the module it stands for.
 
     The ONNX export fixes the image size, so a session is opened (from the disk cache when it is there) at
     the first call of each size; the batch size stays free."""
 
-    def __init__(self, model: nn.Module, runtime: str) -> None:
+    def __init__(self, model: nn.Module, opener: Opener = onnxruntime_session) -> None:
         super().__init__()
         self.model = model.eval()
-        self.runtime = runtime
-        self._sessions: dict[tuple[int, ...], Callable[[np.ndarray], np.ndarray]] = {}
+        self.opener = opener
+        self._sessions: dict[tuple[int, ...], Session] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = tuple(x.shape[1:])
         if size not in self._sessions:
             path = onnx_file(self.model, size)
-            self._sessions[size] = open_session(self.runtime, path, torch.get_num_threads())
+            self._sessions[size] = self.opener(path, torch.get_num_threads())
         return torch.from_numpy(self._sessions[size](x.detach().float().contiguous().numpy()))

@@ -379,7 +379,7 @@ def write_run_files(run: Run) -> None:
     to on this machine, so a resumed run computes the same way)."""
     atomic_write_text(run.dir / "config.json", run.cfg.to_json())
     resolved = {"device": str(run.runtime.device), "precision": precision_name(run.runtime.amp_dtype),
-                "channels_last": run.runtime.channels_last}  # fmt: skip
+                "channels_last": run.runtime.channels_last, "cpu_threads": torch.get_num_threads()}  # fmt: skip
     atomic_write_text(run.dir / RUNTIME_FILE, json.dumps(resolved, indent=2))
 
 
@@ -390,7 +390,8 @@ def describe(run: Run) -> str:
     selection = (f"the best epoch by validation {run.monitor}" + (f", early stop after {cfg.early_stop}" if cfg.early_stop else "")
                  if bundle.val is not None else "the last epoch (no validation split: nothing is selected)")  # fmt: skip
     return (f"training {cfg.model} on {bundle.name} ({len(bundle.train)} train / {val}{len(bundle.test)} test images, "
-            f"{bundle.num_classes} classes) for {cfg.total_epochs} epochs on {runtime.device} ({fmt}) -> {run.dir}; "
+            f"{bundle.num_classes} classes) for {cfg.total_epochs} epochs on {runtime.device} ({fmt}, "
+            f"{torch.get_num_threads()} CPU threads) -> {run.dir}; "
             f"the model kept is {selection}")  # fmt: skip
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..machine import BF16_CAPABILITY, cpu_has_bf16, cuda_capability
+from ..machine import BF16_CAPABILITY, cpu_has_bf16, cuda_capability, free_cores
 from .config import TrainConfig
 
 
@@ -87,6 +87,25 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
     return Runtime(device, AMP_DTYPES[precision], channels_last, rank, world, scaler)
+
+
+def apply_threads(requested: int | None = None) -> str | None:
+    """Set PyTorch's CPU threads: `requested`, else $OMP_NUM_THREADS when set, else one per core that no
+    other process keeps busy. Beside one busy process on 2 cores, 2 threads made training steps ~3x slower
+    than on the idle machine and 1 thread ~1.8x (docs/benchmarks.md, "A busy machine"). Returns why fewer
+    threads than cores were chosen for a busy machine, else None (the run's log names the count anyway)."""
+    if requested is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        requested = int(os.environ["OMP_NUM_THREADS"])
+    if requested is not None:
+        torch.set_num_threads(requested)
+        return None
+    threads, cores, busy = free_cores()
+    torch.set_num_threads(threads)
+    return (
+        f"{threads} CPU threads: {busy:.1f} of {cores} cores busy with other work"
+        if threads < cores
+        else None
+    )
 
 
 def set_cudnn_autotune(enabled: bool) -> None:
