@@ -83,7 +83,8 @@ def test_dry_run_measures_every_step(tmp_path: Path) -> None:
     for name in ("check_learns", "tta_fashion_mnist", "tta_d2l", "tta_cifar10"):
         run = steps[name]
         assert run["finished"] and run["epochs_done"] == 1 and 0 <= run["best_acc"] <= 1, name
-        assert run["train_seconds"] > 0
+        assert run["train_seconds"] > 0 and run["final_test"]["accuracy"] >= 0
+        assert f"final model {run['final_test']['accuracy']:.2%}" in gpu_suite.headline_of(run)
     assert set(steps["tta_fashion_mnist"]["reached"]) == {"0.94", "0.95"}
     assert steps["tta_d2l"]["config"]["image_size"] == gpu_suite.DRY.d2l_side
     assert "Verdict" in steps["experiment:degradation"]["verdict"]

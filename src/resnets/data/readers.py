@@ -159,7 +159,7 @@ def _decode_all(paths: list[Path]) -> list[torch.Tensor | UnreadableImage]:
         except UnreadableImage as e:
             return e
 
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=min(4, torch.get_num_threads())) as pool:  # the threads a run chose
         return list(pool.map(decode, paths, chunksize=256))
 
 

@@ -1,9 +1,10 @@
 """Which runtime serves a prepared model: PyTorch eager, PyTorch compiled (Inductor with freezing), or ONNX
 Runtime fed an ONNX export of the same BN-folded model.
 
-Why peers: measured interleaved on two CPUs (docs/benchmarks.md, "Inference runtimes"), ONNX Runtime was
-the fastest fp32 runtime at batch 1 and 32 on every model we tried or within a few percent of the fastest;
-its lead is largest on the small CIFAR nets at batch 1 (1.5-2x), where PyTorch's per-op dispatch dominates.
+Why a peer: measured interleaved (docs/benchmarks.md, "Inference runtimes", an AMD EPYC; issue 13 saw the same
+on an Intel Xeon), ONNX Runtime was the fastest fp32 runtime at batch 1 and 32 for resnet18/50 and
+cifar_resnet20/56, or within 10% of the fastest; its lead is largest on the small CIFAR nets at batch 1
+(2-2.5x Inductor's compiled graph), where PyTorch's per-op dispatch dominates.
 So `runtime="auto"` serves fp32 on a CPU through ONNX Runtime when it is installed (`resnets[export]`) and
 through Inductor otherwise. The export is made at the first call of each image size and cached on disk,
 keyed by the weights, so a second `predict` does not pay for it again.
