@@ -160,6 +160,7 @@ def test_ddp_run_matches_one_process_with_the_global_batch(
     )  # after it
 
 
+@pytest.mark.slow  # 15 s; `make test-slow` (the restart decision itself is unit-tested below)
 def test_killed_worker_is_restarted_and_resumes(tmp_path: Path, two_nodes: tuple[Path, Path]) -> None:
     out = tmp_path / "run"
     command = torchrun(

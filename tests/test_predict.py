@@ -63,7 +63,7 @@ def test_every_runtime_gives_the_same_answers(folder_run: Path) -> None:
     images = sorted((CIFAR / "test" / "cat").iterdir())[:5]
     answers = {
         runtime: [top for _, top in predict(trained, images, top_k=3, runtime=runtime)]
-        for runtime in ("eager", "compiled", "onnxruntime")
+        for runtime in ("eager", "onnxruntime")  # (compiled: equal to eager in test_deploy.py)
     }
     for top in answers.values():
         assert [[c for c, _ in t] for t in top] == [[c for c, _ in t] for t in answers["eager"]]
