@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +69,30 @@ def test_quick_benchmark_writes_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     rows = result["training"] + result["inference"]
     assert all(r["images_per_s"] > 0 and r["fraction_of_peak"] > 0 for r in rows)
     assert "deploy-onnxruntime*" in capsys.readouterr().out
+
+
+OPENVINO_CHECK = """
+import torch
+from resnets import create_model
+from resnets.bench.inference import openvino_session
+from resnets.deploy import fuse_bn
+from resnets.deploy.runtimes import PeerRuntime
+model = create_model("cifar_resnet20").eval()
+served = PeerRuntime(fuse_bn(model), openvino_session)
+with torch.no_grad():
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 32, 32)
+        ref = model(x)
+        assert (served(x) - ref).abs().max() < 1e-4 * ref.abs().max(), batch
+print("ok")
+"""
+
+
+@pytest.mark.slow  # 9 s, for a peer the benchmark compares with (not a runtime we serve)
+def test_the_openvino_peer_gives_the_models_outputs() -> None:
+    """The benchmark's OpenVINO runner, in a process of its own: OpenVINO is never loaded next to the rest
+    of the test suite (it crashed a run that also held Inductor and forked DataLoader workers)."""
+    pytest.importorskip("openvino")
+    done = subprocess.run([sys.executable, "-c", OPENVINO_CHECK], capture_output=True, text=True,
+                          env=os.environ | {"OMP_NUM_THREADS": "1"}, timeout=300)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
