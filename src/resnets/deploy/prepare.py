@@ -95,6 +95,7 @@ def prepare_for_inference(
     or "auto": ONNX Runtime for fp32 on a CPU when it is installed, else "compiled"; "eager" elsewhere
     (docs/benchmarks.md, "Inference runtimes", has the measurements behind this).
 
+    `channels_last` applies to the PyTorch runtimes; ONNX Runtime picks its own layout.
     `channels_last=None` means NHWC for fp32 and bf16, which measured faster for inference on CPU at every
     model, batch size and precision tried (docs/benchmarks.md) and is the usual choice on CUDA. bf16 casts
     the weights and wraps the model so it still takes and returns fp32. int8 (CPU only, needs torchao) is
