@@ -103,6 +103,35 @@ def test_validation_selects_and_test_is_evaluated_once(
     assert all(torch.equal(v, history.model.state_dict()[k].cpu()) for k, v in best.items())
 
 
+def test_eval_every_evaluates_some_epochs_and_selects_among_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--eval-every 2 over 7 epochs: validation after epochs 2, 4, 6 and the last (7) only. Scripted scores
+    make epoch 2 the best. Patience counts epochs, not evaluations: with --early-stop 3 the run stops after
+    epoch 6 (4 epochs since the best), where evaluating every epoch would have stopped after epoch 5."""
+    queue: list[float] = []  # scripted per-epoch validation scores; the final evaluations come after
+    real_evaluate = run_module.evaluate
+
+    def scripted(model, loader, num_classes, runtime, tta=False):  # noqa: ANN001, ANN202
+        result = real_evaluate(model, loader, num_classes, runtime, tta)
+        if queue:
+            result.top1 = queue.pop(0)
+        return result
+
+    monkeypatch.setattr(run_module, "evaluate", scripted)
+    out = tmp_path / "run"
+    queue[:] = [0.8, 0.6, 0.5, 0.4]
+    history = fit(tiny(out, epochs=7, eval_every=2))
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["val_acc"] != "" for r in rows] == [False, True, False, True, False, True, True]
+    assert history.best_epoch == 2 and json.loads((out / "results.json").read_text())["best_epoch"] == 2
+    queue[:] = [0.8, 0.6, 0.5]
+    stopped = fit(tiny(tmp_path / "stop", epochs=7, eval_every=2, early_stop=3))
+    assert [e["epoch"] for e in stopped.epochs] == [1, 2, 3, 4, 5, 6] and stopped.best_epoch == 2
+    with pytest.raises(ValueError, match="eval_every is a number of epochs"):
+        fit(tiny(tmp_path / "bad", eval_every=0))
+
+
 def test_options_that_need_validation_or_two_classes_are_refused(tmp_path: Path) -> None:
     for options, message in (
         ({"val_split": 0.0, "early_stop": 2}, "--early-stop selects on a validation split"),

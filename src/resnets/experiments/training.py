@@ -25,7 +25,7 @@ SHORT_RUN: dict[str, Any] = {
     "train_bn": True, "lr_ratio": 10.0, "in_channels": None, "drop_rate": 0.0, "stochastic_depth": 0.0,
     "zero_init_residual": False, "precision": "fp32", "channels_last": None, "compile": False, "ema": 0.0,
     "grad_clip": 0.0, "class_weights": None, "sampler": "random", "val_split": 0.0, "monitor": None,
-    "early_stop": 0, "positive": None, "threshold": 0.5, "strict_data": False, "tta": False,
+    "early_stop": 0, "eval_every": 1, "positive": None, "threshold": 0.5, "strict_data": False, "tta": False,
     "deterministic": False, "sync_bn": False,
 }  # fmt: skip
 

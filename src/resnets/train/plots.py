@@ -16,13 +16,16 @@ from ..files import atomic_write  # noqa: E402
 def plot_curves(history: list[dict[str, float]], path: Path) -> None:
     """Loss and accuracy per epoch: train, and validation (or test, when there is no validation split)."""
     epochs = [h["epoch"] for h in history]
-    split = "val" if history and history[0].get("val_loss") not in ("", None) else "test"
+    split = "val" if any(h.get("val_loss") not in ("", None) for h in history) else "test"
+    evaluated = [h for h in history if h.get(f"{split}_loss") not in ("", None)]  # --eval-every skips some
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], "o-", label=split)
+    ax_loss.plot([h["epoch"] for h in evaluated], [h[f"{split}_loss"] for h in evaluated], "o-", label=split)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
     ax_acc.plot(epochs, [100 * h["train_acc"] for h in history], "o-", label="train")
-    ax_acc.plot(epochs, [100 * h[f"{split}_acc"] for h in history], "o-", label=split)
+    ax_acc.plot(
+        [h["epoch"] for h in evaluated], [100 * h[f"{split}_acc"] for h in evaluated], "o-", label=split
+    )
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)

@@ -313,22 +313,29 @@ def write_metrics(run_dir: Path, epochs: list[dict[str, float]]) -> None:
 
 def check_finite(run: Run, epoch: int, row: dict[str, Any]) -> None:
     """A non-finite loss or weight is divergence, not a result: stop before it is saved as one."""
-    eval_loss = row["val_loss"] if row["val_loss"] != "" else row["test_loss"]
-    losses_ok = math.isfinite(row["train_loss"]) and math.isfinite(eval_loss)
+    losses = [row[k] for k in ("train_loss", "val_loss", "test_loss") if row[k] != ""]  # evaluated ones
+    losses_ok = all(math.isfinite(loss) for loss in losses)
     weights_ok = all(
         torch.isfinite(t).all() for t in run.eval_model.state_dict().values() if t.is_floating_point()
     )
     if not (losses_ok and weights_ok):
         kept = "" if epoch == 1 else f"; {run.dir}/last.safetensors holds epoch {epoch - 1}"
         raise RuntimeError(
-            f"training diverged in epoch {epoch} (train loss {row['train_loss']:.4g}, evaluation loss "
-            f"{eval_loss:.4g}{'' if weights_ok else ', non-finite weights'}): lower --lr or set --grad-clip{kept}"
+            f"training diverged in epoch {epoch} (losses {', '.join(f'{loss:.4g}' for loss in losses)}"
+            f"{'' if weights_ok else ', non-finite weights'}): lower --lr or set --grad-clip{kept}"
         )
 
 
-def run_epoch(run: Run, epoch: int, train_model: nn.Module, eval_loader) -> tuple[dict[str, Any], EvalResult]:
-    """Train one epoch, evaluate on the validation split (else on test, for the curves only), and return its
-    metrics row and evaluation."""
+def evaluates(cfg: TrainConfig, epoch: int) -> bool:
+    """Whether 0-based `epoch` ends with an evaluation: every `eval_every` epochs, and always the last."""
+    return (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.total_epochs
+
+
+def run_epoch(
+    run: Run, epoch: int, train_model: nn.Module, eval_loader
+) -> tuple[dict[str, Any], EvalResult | None]:
+    """Train one epoch, evaluate on the validation split (else on test, for the curves only) when the epoch
+    is one `evaluates` names, and return its metrics row and evaluation (None when not evaluated)."""
     cfg, runtime = run.cfg, run.runtime
     t0 = time.perf_counter()
     loader = make_loader(run.bundle, "train", cfg.batch_size, train=True, augment=cfg.augment(),
@@ -342,13 +349,15 @@ def run_epoch(run: Run, epoch: int, train_model: nn.Module, eval_loader) -> tupl
         desc=f"epoch {epoch + 1}/{cfg.total_epochs}", class_weight=run.class_weight,
     )  # fmt: skip
     train_loss, train_acc = distributed.mean_over_ranks([train_loss, train_acc], runtime.device)
-    result = evaluate(run.eval_model, eval_loader, run.bundle.num_classes, runtime, tta=cfg.tta)
-    split = run.eval_split
+    result = None
+    if evaluates(cfg, epoch):
+        result = evaluate(run.eval_model, eval_loader, run.bundle.num_classes, runtime, tta=cfg.tta)
+    val, test = (result if run.eval_split == "val" else None), (result if run.eval_split == "test" else None)
     row = {
         "epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-        "val_loss": result.loss if split == "val" else "", "val_acc": result.top1 if split == "val" else "",
-        "val_score": result.score(run.monitor) if split == "val" else "",
-        "test_loss": result.loss if split == "test" else "", "test_acc": result.top1 if split == "test" else "",
+        "val_loss": val.loss if val else "", "val_acc": val.top1 if val else "",
+        "val_score": val.score(run.monitor) if val else "",
+        "test_loss": test.loss if test else "", "test_acc": test.top1 if test else "",
         "lr": default_lr(cfg) * lr_at(max(run.step - 1, 0)), "seconds": time.perf_counter() - t0,
     }  # fmt: skip
     check_finite(run, epoch + 1, row)
@@ -395,13 +404,14 @@ def describe(run: Run) -> str:
             f"the model kept is {selection}")  # fmt: skip
 
 
-def select(run: Run, row: dict[str, Any], result: EvalResult) -> bool:
-    """Whether this epoch is the best so far on validation (strictly better: ties keep the earlier one)."""
-    if run.eval_split != "val":
+def select(run: Run, row: dict[str, Any], result: EvalResult | None) -> bool:
+    """Whether this epoch is the best so far on validation (strictly better: ties keep the earlier one);
+    epochs without an evaluation (--eval-every) are never chosen."""
+    if run.eval_split != "val" or result is None:
         return False
     score = row["val_score"]
     if run.best_score is not None and score <= run.best_score:
-        run.since_best += 1
+        run.since_best = row["epoch"] - run.history.best_epoch
         return False
     run.best_score, run.since_best = score, 0
     run.history.best_acc, run.history.best_epoch = result.top1, row["epoch"]
@@ -410,9 +420,10 @@ def select(run: Run, row: dict[str, Any], result: EvalResult) -> bool:
 
 def log_row(run: Run, row: dict[str, Any]) -> None:
     split = run.eval_split
+    evaluated = (f"  {split} loss {row[f'{split}_loss']:.4f} acc {100 * row[f'{split}_acc']:.2f}%"
+                 if row[f"{split}_loss"] != "" else "")  # fmt: skip
     log(run.cfg, run.runtime, f"epoch {row['epoch']:>3}/{run.cfg.total_epochs}  train loss {row['train_loss']:.4f} acc "
-        f"{100 * row['train_acc']:.2f}%  {split} loss {row[f'{split}_loss']:.4f} acc {100 * row[f'{split}_acc']:.2f}%"
-        f"  lr {row['lr']:.4f}  {row['seconds']:.0f}s")  # fmt: skip
+        f"{100 * row['train_acc']:.2f}%{evaluated}  lr {row['lr']:.4f}  {row['seconds']:.0f}s")  # fmt: skip
 
 
 def eval_loader(run: Run, split: str):  # noqa: ANN201 (a BatchLoader)
