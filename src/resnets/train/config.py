@@ -187,14 +187,14 @@ class TrainConfig:
 # Named recipes; docs/benchmarks.md has their measured curves and times. `default` (the TrainConfig defaults)
 # is what `resnets train` runs with no options: ResNet-20 on Fashion-MNIST, 93.3% in 5 epochs (7.5 min on
 # 2 cores). `fast` aims at 94% in 10 min on 2 cores: as `fast` with 12 epochs it reached 94.10 +- 0.11%
-# (3 seeds) in 11.1 min on an AMD EPYC with bf16, so it trains 11 and evaluates only every 4th epoch and the
-# last (docs/time-to-accuracy/fast has its own measurement). `cifar-fast` aims at the paper's 91.25% for
+# (3 seeds) in 11.1 min on an AMD EPYC with bf16, where an epoch took ~51 s and a test evaluation ~7 s, so it
+# trains 11 and evaluates once, after the last (docs/time-to-accuracy/fast has its own measurement). `cifar-fast` aims at the paper's 91.25% for
 # ResNet-20 on CIFAR-10 in 30 min on 2 cores: as many epochs as fit (one epoch ~50 s with bf16 on that EPYC),
 # the paper's 45k/5k split, the best epoch by validation accuracy (docs/time-to-accuracy/cifar-fast).
 # `best` aims at 95% and needs hours of CPU time (not measured yet).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "fast": {"epochs": 11, "crop_padding": 2, "eval_every": 4},
+    "fast": {"epochs": 11, "crop_padding": 2, "eval_every": 11},
     "cifar-fast": {"model": "cifar_resnet20", "data": "cifar10", "epochs": 30, "crop_padding": 4, "val_split": 0.1,
                    "eval_every": 2},
     "best": {"model": "cifar_resnet56", "epochs": 40, "crop_padding": 2, "cutout": 8},
