@@ -30,8 +30,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
+# one worker per core (each test uses one thread); a file's tests stay together so its module-scoped
+# fixtures (trained models) are built once
 test: $(VENV)/.installed lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n auto --dist loadfile
 
 # the slow-marked tests only (full data sets, torch.compile): `make test` leaves them out
 test-slow: $(VENV)/.installed

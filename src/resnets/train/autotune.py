@@ -40,16 +40,22 @@ class Candidate:
 
 
 def candidate_step(
-    model: nn.Module, candidate: Candidate, batch_shape: tuple[int, ...], num_classes: int
+    model: nn.Module,
+    candidate: Candidate,
+    batch_shape: tuple[int, ...],
+    num_classes: int,
+    compiled: bool = False,
 ) -> Callable[[], object]:
-    """A training step of a throw-away copy of `model` in `candidate`'s format, on a fixed random batch."""
+    """A training step of a throw-away copy of `model` in `candidate`'s format (under `torch.compile` when
+    `compiled`), on a fixed random batch."""
     net = copy.deepcopy(model).train()
     fmt = torch.channels_last if candidate.channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt)
     x = torch.randn(batch_shape).contiguous(memory_format=fmt)
     y = torch.randint(0, num_classes, (batch_shape[0],))
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-    return lambda: training_step(net, optimizer, x, y, amp_dtype=candidate.amp_dtype)
+    step_net = torch.compile(net) if compiled else net
+    return lambda: training_step(step_net, optimizer, x, y, amp_dtype=candidate.amp_dtype)
 
 
 def fastest_cpu_format(
@@ -103,3 +109,40 @@ def machine_format(
     speeds = known[key]
     allowed = [Candidate(p, c) for p in precisions for c in layouts]
     return max(allowed, key=lambda c: speeds.get(str(c), 0.0)), speeds
+
+
+# Training shorter than this (estimated from the format search) never compiles by default: on a 2-core AMD
+# EPYC, compiling cifar_resnet20's training step took 11-27 s and made it at most ~1.1x faster (slower on
+# 32 px RGB), docs/benchmarks.md "Does torch.compile pay", so measuring it is only worth it for long runs.
+COMPILE_MIN_SECONDS = 30 * 60
+
+
+@dataclass(frozen=True)
+class CompileTiming:
+    eager_img_s: float
+    compiled_img_s: float
+    compile_s: float  # the first compiled call: tracing and code generation
+
+    def pays(self, images: int) -> bool:
+        """Whether compiling saves at least twice what it costs over `images` training images (twice: a
+        margin for the timing's noise and the recompiles a run still meets, e.g. on resuming)."""
+        saved = images / self.eager_img_s - images / self.compiled_img_s
+        return saved >= 2 * self.compile_s
+
+
+def time_compiled(
+    model: nn.Module, candidate: Candidate, batch_shape: tuple[int, ...], num_classes: int, steps: int = 5
+) -> CompileTiming:
+    """`candidate`'s training step eager and under `torch.compile`, interleaved medians of `steps` steps,
+    and the seconds the compile took. The compile also fills Inductor's cache, which makes the run's own
+    compile of the same graph faster. Under a forked RNG, like the format search."""
+    with torch.random.fork_rng():
+        eager = candidate_step(model, candidate, batch_shape, num_classes)
+        compiled = candidate_step(model, candidate, batch_shape, num_classes, compiled=True)
+        start = time.perf_counter()
+        compiled()
+        compile_s = time.perf_counter() - start
+        seconds = median_seconds_each(
+            [eager, compiled], torch.device("cpu"), warmup=1, repeats=steps, min_time=0.0
+        )
+    return CompileTiming(batch_shape[0] / seconds[0], batch_shape[0] / seconds[1], compile_s)

@@ -26,7 +26,7 @@ from ..files import atomic_write_text, cache_dir
 from ..interpret import Mistake, top_losses
 from ..models import ResNet
 from . import distributed, rundir
-from .autotune import fastest_cpu_format, machine_format
+from .autotune import COMPILE_MIN_SECONDS, Candidate, fastest_cpu_format, machine_format, time_compiled
 from .checkpoint import load_state, save_state, save_weights
 from .config import TrainConfig, resume_config
 from .loop import build_model, evaluate, load_data, log, set_frozen, train_one_epoch
@@ -158,7 +158,7 @@ def open_run(cfg: TrainConfig | None, run_dir: Path, changes: Mapping[str, Any])
             resolved = {}  # another device: resolve precision and layout for it anew
     cfg = replace(cfg, out=str(run_dir))
     cfg.validate()
-    known = {k: resolved[k] for k in ("precision", "channels_last") if k in resolved}
+    known = {k: resolved[k] for k in ("precision", "channels_last", "compile") if k in resolved}
     runtime = resolve_runtime(replace(cfg, **known))
     seed_everything(cfg.seed, cfg.deterministic)
     bundle = load_data(cfg)
@@ -242,7 +242,32 @@ def tune_cpu_format(cfg: TrainConfig, runtime: Runtime, model: ResNet, bundle: D
         runtime,
         f"fastest training format {'for this run' if own else 'on this machine (cached)'}: {ranked}",
     )
-    return replace(runtime, amp_dtype=best.amp_dtype, channels_last=best.channels_last)
+    runtime = replace(runtime, amp_dtype=best.amp_dtype, channels_last=best.channels_last)
+    if own and cfg.compile is None:
+        runtime = choose_compile(cfg, runtime, model, bundle, speeds[str(best)], shape)
+    return runtime
+
+
+def choose_compile(
+    cfg: TrainConfig,
+    runtime: Runtime,
+    model: ResNet,
+    bundle: DataBundle,
+    img_s: float,
+    shape: tuple[int, ...],
+) -> Runtime:
+    """--compile left unset on a CPU: for training estimated at COMPILE_MIN_SECONDS or more, time the step
+    compiled and keep torch.compile when it saves at least twice its compile time over the run."""
+    images = cfg.total_epochs * (len(bundle.train) // cfg.batch_size) * cfg.batch_size
+    if images / img_s < COMPILE_MIN_SECONDS:
+        return runtime
+    best = Candidate(runtime.amp_dtype, runtime.channels_last)
+    timing = time_compiled(model, best, shape, bundle.num_classes)
+    pays = timing.pays(images)
+    log(cfg, runtime, f"torch.compile: {timing.compiled_img_s:.0f} against {timing.eager_img_s:.0f} img/s eager "
+        f"after a {timing.compile_s:.0f} s compile, over ~{images / img_s / 60:.0f} min of training: "
+        f"{'on' if pays else 'off'} (--compile / --no-compile decide instead)")  # fmt: skip
+    return replace(runtime, compile=pays)
 
 
 def restore(run: Run, state: dict[str, Any]) -> None:
@@ -388,7 +413,8 @@ def write_run_files(run: Run) -> None:
     to on this machine, so a resumed run computes the same way)."""
     atomic_write_text(run.dir / "config.json", run.cfg.to_json())
     resolved = {"device": str(run.runtime.device), "precision": precision_name(run.runtime.amp_dtype),
-                "channels_last": run.runtime.channels_last, "cpu_threads": torch.get_num_threads()}  # fmt: skip
+                "channels_last": run.runtime.channels_last, "compile": run.runtime.compile,
+                "cpu_threads": torch.get_num_threads()}  # fmt: skip
     atomic_write_text(run.dir / RUNTIME_FILE, json.dumps(resolved, indent=2))
 
 
@@ -488,7 +514,7 @@ def _fit(run: Run) -> History:
                 frozen = epoch < freeze_until
                 set_frozen(run.model, frozen, cfg.train_bn)
                 train_model = distributed.wrap(run.model, runtime.device)
-                train_model = torch.compile(train_model) if cfg.compile else train_model
+                train_model = torch.compile(train_model) if runtime.compile else train_model
             row, result = run_epoch(run, epoch, train_model, loader)
             history.epochs.append(row)
             is_best = select(run, row, result)

@@ -26,6 +26,7 @@ class Runtime:
     # (scale, growth tracker) changes every step: save `scaler.state_dict()` with the checkpoint and load it
     # on resume, or a resumed run starts from the initial scale and skips different steps.
     scaler: torch.amp.GradScaler | None = None
+    compile: bool = False  # train through torch.compile (--compile, or chosen for a long CPU run)
 
     @property
     def is_main(self) -> bool:
@@ -86,7 +87,9 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
         set_cudnn_autotune(not cfg.deterministic)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
-    return Runtime(device, AMP_DTYPES[precision], channels_last, rank, world, scaler)
+    return Runtime(
+        device, AMP_DTYPES[precision], channels_last, rank, world, scaler, compile=bool(cfg.compile)
+    )
 
 
 def apply_threads(requested: int | None = None) -> str | None:
