@@ -134,8 +134,8 @@ def time_compiled(
     model: nn.Module, candidate: Candidate, batch_shape: tuple[int, ...], num_classes: int, steps: int = 5
 ) -> CompileTiming:
     """`candidate`'s training step eager and under `torch.compile`, interleaved medians of `steps` steps,
-    and the seconds the compile took. The compile also fills Inductor's cache, which makes the run's own
-    compile of the same graph faster. Under a forked RNG, like the format search."""
+    and the seconds the compile took (the run's own compile afterwards may find part of it in Inductor's
+    cache). Under a forked RNG, like the format search."""
     with torch.random.fork_rng():
         eager = candidate_step(model, candidate, batch_shape, num_classes)
         compiled = candidate_step(model, candidate, batch_shape, num_classes, compiled=True)

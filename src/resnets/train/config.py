@@ -186,11 +186,11 @@ class TrainConfig:
 
 # Named recipes; docs/benchmarks.md has their measured curves and times. `default` (the TrainConfig defaults)
 # is what `resnets train` runs with no options: ResNet-20 on Fashion-MNIST, 93.3% in 5 epochs (7.5 min on
-# 2 cores). `fast` aims at 94% in 10 min on 2 cores: as `fast` with 12 epochs it reached 94.10 +- 0.11%
-# (3 seeds) in 11.1 min on an AMD EPYC with bf16, where an epoch took ~51 s and a test evaluation ~7 s, so it
-# trains 11 and evaluates once, after the last (docs/time-to-accuracy/fast has its own measurement). `cifar-fast` aims at the paper's 91.25% for
-# ResNet-20 on CIFAR-10 in 30 min on 2 cores: as many epochs as fit (one epoch ~50 s with bf16 on that EPYC),
-# the paper's 45k/5k split, the best epoch by validation accuracy (docs/time-to-accuracy/cifar-fast).
+# 2 cores). `fast` aims at 94% in 10 min on 2 cores: 94.12 +- 0.09% (3 seeds) in 10.8-12.2 min on an AMD EPYC
+# with bf16 (budget missed; evaluating after every epoch cost ~7 s each); 93.8% in 19 min on an Intel Xeon
+# without fast bf16. `cifar-fast` aims at the paper's 91.25% for ResNet-20 on CIFAR-10 in 30 min: as many
+# epochs as fit with a margin (~50 s each on that EPYC), the paper's 45k/5k split, the best epoch by
+# validation accuracy: 90.72 +- 0.37% (3 seeds) in 25.4 min (accuracy missed). docs/benchmarks.md has both.
 # `best` aims at 95% and needs hours of CPU time (not measured yet).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
