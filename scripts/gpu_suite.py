@@ -466,13 +466,20 @@ def graphed(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], torch.Tenso
     return graph.replay
 
 
-def infer_throughput(sizes: Sizes, device: torch.device, peak: float | None, compiled: bool) -> dict:
+def infer_throughput(
+    sizes: Sizes, device: torch.device, peak: float | None, compiled: bool, left: Callable[[], float]
+) -> dict:
     """bf16 channels_last inference at each batch size: eager and CUDA graphs (or compiled), ours and
-    torchvision's interleaved; compiled sizes are skipped once too little time is left for them."""
+    torchvision's interleaved; a batch size is compiled only while `compiled_batch_reserve_s` are `left`
+    for the later steps."""
     models = [(impl, m.to(device, dtype=torch.bfloat16, memory_format=torch.channels_last).eval())
               for impl, m in twins(sizes)]  # fmt: skip
     rows, skipped = [], []
     for batch in sizes.infer_batches:
+        if compiled and left() < sizes.compiled_batch_reserve_s:
+            skipped.append(f"batch {batch}: {left():.0f} s left, under the {sizes.compiled_batch_reserve_s:.0f} s "
+                           "kept for the later steps")  # fmt: skip
+            continue
         x = torch.randn(batch, 3, sizes.speed_side, sizes.speed_side, device=device, dtype=torch.bfloat16)
         x = x.contiguous(memory_format=torch.channels_last)
         fns, names = [], []
@@ -494,9 +501,11 @@ def infer_throughput(sizes: Sizes, device: torch.device, peak: float | None, com
         rows += rate_rows(sizes, names, batch, seconds, 1, peak)
     if device.type != "cuda" and not compiled:
         skipped.append("CUDA graphs: not a CUDA device")
-    best = max(rows, key=lambda r: r["images_per_s"])
+    best = max(rows, key=lambda r: r["images_per_s"], default=None)
+    headline = "no batch size fitted" if best is None else (
+        f"best {best['impl']} {best['images_per_s']:.0f} img/s at batch {best['batch']}")  # fmt: skip
     return {"model": sizes.speed_model, "side": sizes.speed_side, "rows": rows, "skipped": skipped,
-            "headline": f"best {best['impl']} {best['images_per_s']:.0f} img/s at batch {best['batch']}"}  # fmt: skip
+            "headline": headline}  # fmt: skip
 
 
 # ---- the report
@@ -572,9 +581,9 @@ def main(argv: list[str] | None = None) -> int:
     suite.run("matmul_peak", lambda: matmul_peak(sizes, device))
     peak = suite.result["steps"]["matmul_peak"].get("tflops", {}).get("bf16")
     suite.run("train_eager", lambda: train_throughput(sizes, device, peak, compiled=False))
-    suite.run("infer_eager", lambda: infer_throughput(sizes, device, peak, compiled=False))
+    suite.run("infer_eager", lambda: infer_throughput(sizes, device, peak, False, suite.left))
     suite.run("train_compiled", lambda: train_throughput(sizes, device, peak, compiled=True))
-    suite.run("infer_compiled", lambda: infer_throughput(sizes, device, peak, compiled=True))
+    suite.run("infer_compiled", lambda: infer_throughput(sizes, device, peak, True, suite.left))
     fmnist_cap, d2l_cap, cifar_cap = sizes.run_cap_s
     suite.run(
         "tta_fashion_mnist",

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from resnets.data import load_dataset
@@ -103,6 +107,32 @@ def test_steps_that_do_not_fit_are_skipped_with_a_reason(tmp_path: Path) -> None
     )
 
 
+# what the GPU machine's own Python lacks (docs/gpu.md: nothing is installed there)
+NOT_ON_THE_GPU_MACHINE = ("simplejpeg", "torchao", "openvino")
+BLOCKER = """
+import sys
+class Missing:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {names!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}")
+sys.meta_path.insert(0, Missing())
+"""
+
+
+def test_suite_imports_without_the_packages_the_gpu_machine_lacks(tmp_path: Path) -> None:
+    """The suite runs from the source tree on a machine's own torch: importing it (and everything its steps and
+    child runs import) must not need our optional or CPU-only dependencies."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER.format(names=NOT_ON_THE_GPU_MACHINE))
+    code = "import gpu_suite\nimport resnets.cli\nimport resnets.deploy\nimport simplejpeg"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (tmp_path, SCRIPTS, SCRIPTS.parent / "src")))}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    # only the last line's import fails: the blocker works, and everything before it imported
+    assert (
+        'File "<string>", line 4, in <module>' in done.stderr
+        and "No module named 'simplejpeg'" in done.stderr
+    ), done.stderr
+
+
 def test_child_runs_are_stopped_at_their_limit_and_failures_carry_stderr() -> None:
     start = time.monotonic()
     with pytest.raises(gpu_suite.TimedOut):
@@ -110,3 +140,13 @@ def test_child_runs_are_stopped_at_their_limit_and_failures_carry_stderr() -> No
     assert time.monotonic() - start < 20
     with pytest.raises(RuntimeError, match="ZeroDivisionError"):
         gpu_suite.run_child(["-c", "1 / 0"], 30.0, None)
+
+
+def test_compiled_batch_sizes_only_while_the_reserve_is_left() -> None:
+    sizes = replace(gpu_suite.DRY, compiled_batch_reserve_s=60.0, infer_batches=(2, 1))
+    cpu = torch.device("cpu")
+    fitted = gpu_suite.infer_throughput(sizes, cpu, 1.0, True, lambda: 61.0)
+    assert [r["batch"] for r in fitted["rows"]] == [2, 2, 1, 1] and fitted["skipped"] == []
+    late = gpu_suite.infer_throughput(sizes, cpu, 1.0, True, lambda: 59.0)
+    assert late["rows"] == [] and late["headline"] == "no batch size fitted"
+    assert [s.split(":")[0] for s in late["skipped"]] == ["batch 2", "batch 1"]

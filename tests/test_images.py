@@ -21,6 +21,7 @@ from torch import nn
 
 from resnets import create_model
 from resnets.data import DataError, load_dataset
+from resnets.data import folder as folder_module
 from resnets.data.bundle import LUMA
 from resnets.data.folder import UnreadableImage, read_image
 from resnets.train import TrainConfig, evaluate, fit
@@ -231,6 +232,15 @@ def test_jpegs_libjpeg_turbo_refuses_go_to_pillow(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 24x32 = 768 pixels
     with pytest.raises(UnreadableImage, match=r"768 pixels is over the limit of 500"):
         read_image(motion, 3)
+
+
+def test_jpegs_decode_without_simplejpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where simplejpeg is not installed (the GPU machine's own Python), Pillow decodes JPEGs, scaled alike."""
+    path = save(rgb(301, 213, seed=14), tmp_path / "x.jpg", quality=90)
+    monkeypatch.setattr(folder_module, "simplejpeg", None)
+    for channels, min_side in ((3, 0), (1, 0), (3, 40)):
+        assert torch.equal(read_image(path, channels, min_side), pillow_decode(path, channels, min_side))
+    assert read_image(path, 3, min_side=40).shape == (3, 76, 54)
 
 
 def trained_for(channels: int, folder: Path) -> Trained:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 import numpy as np
-import simplejpeg
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -20,6 +19,12 @@ from torchvision.transforms.v2 import functional as TF
 
 from resnets.data.errors import DataError
 from resnets.data.seeds import mix_seed
+
+try:  # a declared dependency; where it is missing (the source tree run on a GPU machine's own Python, see
+    # docs/gpu.md) Pillow decodes JPEGs as well, to the same pixels, only slower
+    import simplejpeg
+except ImportError:
+    simplejpeg = None
 
 # The raster formats people keep training images in; Pillow reads them all (TIFF and GIF: the first page).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -74,6 +79,8 @@ def read_image(path: Path, channels: int, min_side: int = 0) -> torch.Tensor:
 
 def _turbo_jpeg(path: Path, data: bytes, channels: int, min_side: int) -> np.ndarray | None:
     """Decode a JPEG with libjpeg-turbo into a writable (H, W, C) array; None where Pillow has to decide."""
+    if simplejpeg is None:
+        return None
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
