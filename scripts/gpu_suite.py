@@ -161,6 +161,9 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def git_commit() -> str | None:
+    """HEAD of the source tree, or $RESNETS_COMMIT where the tree travelled without its .git (docs/gpu.md)."""
+    if os.environ.get("RESNETS_COMMIT"):
+        return os.environ["RESNETS_COMMIT"]
     try:
         done = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
