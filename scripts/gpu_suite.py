@@ -212,7 +212,9 @@ def check_export(sizes: Sizes, device: torch.device) -> dict:
     torch.manual_seed(0)
     model = resnets.create_model(sizes.check_models[0], num_classes=10).to(device).eval()
     side = sizes.check_side or model.spec.default_input_size
-    batch = torch.export.Dim("batch", min=1)
+    # bounded: on CUDA, torch 2.11 refused an unbounded batch (its guard keeps it <= 65535, a CUDA kernel's
+    # grid limit; H100 run of 2026-11-26, docs/gpu.md)
+    batch = torch.export.Dim("batch", min=1, max=65535)
     with torch.no_grad():
         program = torch.export.export(model, (torch.randn(2, 3, side, side, device=device),),
                                       dynamic_shapes=({0: batch},))  # fmt: skip
