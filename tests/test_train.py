@@ -508,3 +508,26 @@ def test_variant_outside_the_zoo_trains_and_reloads_from_its_weights_file(tmp_pa
     x = torch.randn(4, 1, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(trained.model(x), history.model.eval()(x))
+
+
+def test_progressive_resizing_trains_small_first_and_evaluates_at_full_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--progressive-from 16 over 5 epochs of 28 px images: the training batches grow 16, 20, 24 and reach
+    28 px at the 4th epoch (by 3/4 of the run), where they stay; evaluation always sees 28 px."""
+    seen: list[tuple[str, tuple[int, ...]]] = []
+    real = run_module.make_loader
+
+    def peeking(bundle: DataBundle, split: str, *args: object, **kwargs: object):  # noqa: ANN202
+        loader = real(bundle, split, *args, **kwargs)
+        seen.append((split, tuple(next(iter(loader))[0].shape[-2:])))  # iterating is seeded: no side effect
+        return loader
+
+    monkeypatch.setattr(run_module, "make_loader", peeking)
+    fit(TrainConfig(**tiny(tmp_path / "run", epochs=5, image_size=None, limit=32, progressive_from=16)))
+    trained = [size for split, size in seen if split == "train"][-5:]  # the first one counts the steps
+    assert trained == [(16, 16), (20, 20), (24, 24), (28, 28), (28, 28)]
+    assert {size for split, size in seen if split != "train"} == {(28, 28)}
+    for side, message in ((28, "must be smaller than the images"), (4, "progressive_from is the first")):
+        with pytest.raises(ValueError, match=message):
+            fit(TrainConfig(**tiny(tmp_path / "bad", image_size=None, progressive_from=side)))

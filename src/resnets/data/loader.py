@@ -54,6 +54,7 @@ class BatchLoader:
         drop_last: bool | None,
         channels_last: bool,
         balanced: bool = False,
+        size: tuple[int, int] | None = None,
     ) -> None:
         if batch_size < 1 or not 0 <= rank < world_size:
             raise ValueError(
@@ -66,6 +67,7 @@ class BatchLoader:
         self.drop_last = train if drop_last is None else drop_last
         self.channels_last = channels_last
         self.balanced = balanced
+        self.size = tuple(size or bundle.image_size)
         self.split = bundle.split(split)
         shape = (len(bundle.mean), 1, 1)
         self._mean = torch.tensor(bundle.mean, device=self.device).view(shape)
@@ -140,12 +142,10 @@ class BatchLoader:
     def _finish(
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalise uint8 images, resize to the bundle's size if needed, apply cutout, set the memory format."""
+        """Normalise uint8 images, resize to `size` if needed, apply cutout, set the memory format."""
         x = (x.float() / 255 - self._mean) / self._std
-        if tuple(x.shape[-2:]) != tuple(self.bundle.image_size):
-            x = F.interpolate(
-                x, size=self.bundle.image_size, mode="bilinear", antialias=True, align_corners=False
-            )
+        if tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", antialias=True, align_corners=False)
         if self.augment is not None and self.augment.cutout:
             x = cutout(x, self.augment.cutout, generator)
         if self.channels_last:
@@ -169,6 +169,7 @@ def make_loader(
     drop_last: bool | None = None,
     channels_last: bool = False,
     balanced: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> BatchLoader:
     """Make one epoch's batches of `split` ("train", "val" or "test"); same (seed, epoch, rank) gives the same batches.
 
@@ -177,7 +178,8 @@ def make_loader(
     augmentation. In-memory sets are augmented per batch on the device; folder sets get a random-resized
     crop and flip per image in the workers (`crop_padding` and `pad_mode` are for in-memory sets).
     `workers` is used by folder sets only. `balanced` (training only) draws each epoch with replacement so
-    that every class is equally likely (--sampler balanced).
+    that every class is equally likely (--sampler balanced). `size` resizes the batches (after augmentation)
+    to another (H, W) than the bundle's: progressive resizing trains its first epochs smaller.
     """
     return BatchLoader(
         bundle,
@@ -194,4 +196,5 @@ def make_loader(
         drop_last=drop_last,
         channels_last=channels_last,
         balanced=balanced,
+        size=size,
     )

@@ -46,6 +46,7 @@ class TrainConfig:
     lr_ratio: float = 10.0  # discriminative LRs after unfreezing: first layers get lr / lr_ratio
     in_channels: int | None = None  # default: the data's (1 for Fashion-MNIST), 3 with ImageNet weights
     image_size: int | None = None  # default: the data's own size (224 for folders)
+    progressive_from: int | None = None  # progressive resizing: first epoch at this side, full size by 3/4
     drop_rate: float = 0.0
     stochastic_depth: float = 0.0
     zero_init_residual: bool = False
@@ -149,6 +150,10 @@ class TrainConfig:
                 f"lr_ratio divides the first layers' lr, so it must be > 0, got {self.lr_ratio}",
             ),
             (self.image_size is None or self.image_size >= 1, f"image_size must be >= 1: {self.image_size}"),
+            (
+                self.progressive_from is None or self.progressive_from >= 8,
+                f"progressive_from is the first epochs' image side, >= 8 px, got {self.progressive_from}",
+            ),
             (self.in_channels in (None, 1, 3), f"in_channels must be 1 or 3, got {self.in_channels}"),
             (0 <= self.val_split < 1, f"val_split is a fraction in [0, 1), got {self.val_split}"),
             (0 <= self.drop_rate < 1, f"drop_rate is a probability in [0, 1), got {self.drop_rate}"),
@@ -229,6 +234,8 @@ HELP: dict[str, str] = {
     "early_stop": "stop after N epochs without a better validation score (0: off); needs a validation split",
     "eval_every": "evaluate every N epochs and after the last one (Keras' validation_freq): a shorter run when "
     "the per-epoch curve is not needed; the best epoch is chosen among the evaluated ones",
+    "progressive_from": "progressive resizing (fast.ai, FFCV): train the first epoch at this image side, growing "
+    "linearly to the full size by 3/4 of the epochs, the rest at full size; evaluation always at full size",
     "positive": "two classes: the class sensitivity refers to (default: the second)",
     "threshold": "two classes: probability of --positive from which an image is called positive",
     "class_weights": "balanced: weigh each class's loss by n / (classes x its images), for imbalanced data",

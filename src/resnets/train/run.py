@@ -205,6 +205,9 @@ def check_against_data(cfg: TrainConfig, bundle: DataBundle) -> None:
             if value:
                 raise ValueError(f"{flag} selects on a validation split and {bundle.name} has none: add "
                                  "--val-split F (or a val/ folder); the test split is never used to select")  # fmt: skip
+    if cfg.progressive_from is not None and cfg.progressive_from >= min(bundle.image_size):
+        raise ValueError(f"--progressive-from {cfg.progressive_from} must be smaller than the images "
+                         f"({bundle.image_size[0]}x{bundle.image_size[1]} px): it is where the sizes start growing")  # fmt: skip
     if cfg.positive is not None and (bundle.num_classes != 2 or cfg.positive not in bundle.classes):
         raise ValueError(f"--positive {cfg.positive!r} must name one of two classes; {bundle.name} has "
                          f"{', '.join(bundle.classes[:10])}")  # fmt: skip
@@ -356,6 +359,22 @@ def evaluates(cfg: TrainConfig, epoch: int) -> bool:
     return (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.total_epochs
 
 
+# progressive resizing reaches the full size after this fraction of the epochs (FFCV's ResNet recipes ramp up
+# to their final resolution a few epochs before the end, so that BatchNorm and the last epochs see it)
+PROGRESSIVE_END = 0.75
+
+
+def train_size(cfg: TrainConfig, epoch: int, full: tuple[int, int]) -> tuple[int, int]:
+    """The image size 0-based `epoch` trains at: `full`, or with --progressive-from S, S at the first epoch
+    growing linearly to `full` by epoch round(3/4 of the epochs) - 1, and `full` from there on."""
+    if cfg.progressive_from is None:
+        return full
+    last_ramp = max(1, round(PROGRESSIVE_END * cfg.total_epochs) - 1)
+    grown = min(1.0, epoch / last_ramp)
+    start = cfg.progressive_from
+    return (round(start + grown * (full[0] - start)), round(start + grown * (full[1] - start)))
+
+
 def run_epoch(
     run: Run, epoch: int, train_model: nn.Module, eval_loader
 ) -> tuple[dict[str, Any], EvalResult | None]:
@@ -366,7 +385,7 @@ def run_epoch(
     loader = make_loader(run.bundle, "train", cfg.batch_size, train=True, augment=cfg.augment(),
                          device=runtime.device, seed=cfg.seed, epoch=epoch, rank=runtime.rank,
                          world_size=runtime.world_size, workers=cfg.workers, channels_last=runtime.channels_last,
-                         balanced=cfg.sampler == "balanced")  # fmt: skip
+                         balanced=cfg.sampler == "balanced", size=train_size(cfg, epoch, run.bundle.image_size))  # fmt: skip
     generator = torch.Generator(device=runtime.device).manual_seed(mix_seed(cfg.seed, epoch, runtime.rank, 7))
     lr_at = partial(lr_multiplier, cfg, run.steps_per_epoch)
     train_loss, train_acc, run.step = train_one_epoch(
