@@ -46,7 +46,7 @@ class TrainConfig:
     lr_ratio: float = 10.0  # discriminative LRs after unfreezing: first layers get lr / lr_ratio
     in_channels: int | None = None  # default: the data's (1 for Fashion-MNIST), 3 with ImageNet weights
     image_size: int | None = None  # default: the data's own size (224 for folders)
-    progressive_from: int | None = None  # progressive resizing: first epoch at this side, full size by 3/4
+    progressive_from: int = 0  # progressive resizing: first epoch at this side, full size by 3/4; 0: off
     drop_rate: float = 0.0
     stochastic_depth: float = 0.0
     zero_init_residual: bool = False
@@ -151,8 +151,8 @@ class TrainConfig:
             ),
             (self.image_size is None or self.image_size >= 1, f"image_size must be >= 1: {self.image_size}"),
             (
-                self.progressive_from is None or self.progressive_from >= 8,
-                f"progressive_from is the first epochs' image side, >= 8 px, got {self.progressive_from}",
+                self.progressive_from == 0 or self.progressive_from >= 8,
+                f"progressive_from is the first epoch's image side, >= 8 px (0: off), got {self.progressive_from}",
             ),
             (self.in_channels in (None, 1, 3), f"in_channels must be 1 or 3, got {self.in_channels}"),
             (0 <= self.val_split < 1, f"val_split is a fraction in [0, 1), got {self.val_split}"),
@@ -191,15 +191,16 @@ class TrainConfig:
 
 # Named recipes; docs/benchmarks.md has their measured curves and times. `default` (the TrainConfig defaults)
 # is what `resnets train` runs with no options: ResNet-20 on Fashion-MNIST, 93.3% in 5 epochs (7.5 min on
-# 2 cores). `fast` aims at 94% in 10 min on 2 cores: 94.12 +- 0.09% (3 seeds) in 10.8-12.2 min on an AMD EPYC
-# with bf16 (budget missed; evaluating after every epoch cost ~7 s each); 93.8% in 19 min on an Intel Xeon
-# without fast bf16. `cifar-fast` aims at the paper's 91.25% for ResNet-20 on CIFAR-10 in 30 min: as many
+# 2 cores). `fast` aims at 94% in 10 min on 2 cores: 13 epochs, the first ones smaller (progressive resizing
+# from 16 px), evaluated once; chosen on a 55k/5k validation split over 12 full-size epochs (94.12 +- 0.09%
+# test, 3 seeds, in 10.8-12.2 min on an AMD EPYC: budget missed) and 12 progressive ones
+# (docs/time-to-accuracy/fast-selection; its 3-seed test result: docs/time-to-accuracy/fast). `cifar-fast` aims at the paper's 91.25% for ResNet-20 on CIFAR-10 in 30 min: as many
 # epochs as fit with a margin (~50 s each on that EPYC), the paper's 45k/5k split, the best epoch by
 # validation accuracy: 90.72 +- 0.37% (3 seeds) in 25.4 min (accuracy missed). docs/benchmarks.md has both.
 # `best` aims at 95% and needs hours of CPU time (not measured yet).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "fast": {"epochs": 12, "crop_padding": 2, "eval_every": 12},
+    "fast": {"epochs": 13, "crop_padding": 2, "eval_every": 13, "progressive_from": 16},
     "cifar-fast": {"model": "cifar_resnet20", "data": "cifar10", "epochs": 30, "crop_padding": 4, "val_split": 0.1,
                    "eval_every": 2},
     "best": {"model": "cifar_resnet56", "epochs": 40, "crop_padding": 2, "cutout": 8},
@@ -235,7 +236,7 @@ HELP: dict[str, str] = {
     "eval_every": "evaluate every N epochs and after the last one (Keras' validation_freq): a shorter run when "
     "the per-epoch curve is not needed; the best epoch is chosen among the evaluated ones",
     "progressive_from": "progressive resizing (fast.ai, FFCV): train the first epoch at this image side, growing "
-    "linearly to the full size by 3/4 of the epochs, the rest at full size; evaluation always at full size",
+    "linearly to the full size by 3/4 of the epochs, the rest at full size; evaluation always at full size (0: off)",
     "positive": "two classes: the class sensitivity refers to (default: the second)",
     "threshold": "two classes: probability of --positive from which an image is called positive",
     "class_weights": "balanced: weigh each class's loss by n / (classes x its images), for imbalanced data",

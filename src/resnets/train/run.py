@@ -205,7 +205,7 @@ def check_against_data(cfg: TrainConfig, bundle: DataBundle) -> None:
             if value:
                 raise ValueError(f"{flag} selects on a validation split and {bundle.name} has none: add "
                                  "--val-split F (or a val/ folder); the test split is never used to select")  # fmt: skip
-    if cfg.progressive_from is not None and cfg.progressive_from >= min(bundle.image_size):
+    if cfg.progressive_from and cfg.progressive_from >= min(bundle.image_size):
         raise ValueError(f"--progressive-from {cfg.progressive_from} must be smaller than the images "
                          f"({bundle.image_size[0]}x{bundle.image_size[1]} px): it is where the sizes start growing")  # fmt: skip
     if cfg.positive is not None and (bundle.num_classes != 2 or cfg.positive not in bundle.classes):
@@ -365,9 +365,9 @@ PROGRESSIVE_END = 0.75
 
 
 def train_size(cfg: TrainConfig, epoch: int, full: tuple[int, int]) -> tuple[int, int]:
-    """The image size 0-based `epoch` trains at: `full`, or with --progressive-from S, S at the first epoch
+    """The image size 0-based `epoch` trains at: `full`, or with --progressive-from S (> 0), S at the first epoch
     growing linearly to `full` by epoch round(3/4 of the epochs) - 1, and `full` from there on."""
-    if cfg.progressive_from is None:
+    if not cfg.progressive_from:
         return full
     last_ramp = max(1, round(PROGRESSIVE_END * cfg.total_epochs) - 1)
     grown = min(1.0, epoch / last_ramp)

@@ -1,0 +1,41 @@
+"""scripts/select_on_validation.py: candidates run as `resnets train` with a validation split and are
+reported by their validation accuracy; the test split never appears in what it writes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "select_on_validation.py"
+FASHION = Path(__file__).parent / "fixtures" / "fashion-mnist"
+
+
+def test_candidates_are_run_and_reported_by_validation_accuracy(tmp_path: Path) -> None:
+    tiny = (f"--data-root {FASHION} --epochs 2 --eval-every 1 --limit 64 --test-limit 64 --image-size 12 "
+            "--workers 0 --batch-size 16")  # fmt: skip
+    command = [sys.executable, str(SCRIPT), "--preset", "fast", "--val-split", "0.25", "--seed", "3",
+               "--out", str(tmp_path / "out"), "--work", str(tmp_path / "runs"),
+               "--candidate", f"plain={tiny} --progressive-from 0", "--candidate", f"small={tiny} --progressive-from 8"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    plain, small = saved["runs"]
+    assert (plain["name"], small["name"]) == ("plain", "small")
+    # the recipe read back from each run's config: the preset's changes, not the bookkeeping (data root, seed)
+    shared = "--batch-size 16 --epochs 2 --eval-every 1 --image-size 12 --limit 64"
+    assert plain["flags"] == shared + " --progressive-from 0 --test-limit 64"
+    assert small["flags"] == shared + " --progressive-from 8 --test-limit 64"
+    assert all(0 <= r["val_acc"] <= 1 and r["seed"] == 3 and r["val_split"] == 0.25 for r in saved["runs"])
+    results = json.loads((tmp_path / "runs" / "plain" / "results.json").read_text())
+    assert plain["val_acc"] == results["val"]["accuracy"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"| plain | `{plain['flags']}` | {100 * plain['val_acc']:.2f}% |" in report
+    assert "| test" not in report and "test_acc" not in json.dumps(saved)
+    # a second call resumes: nothing is run again
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert (
+        again.returncode == 0
+        and json.loads((tmp_path / "out" / "results.json").read_text())["runs"] == saved["runs"]
+    )
