@@ -194,8 +194,9 @@ class TrainConfig:
 # 2 cores). `fast` aims at 94% in 10 min on 2 cores: 13 epochs, the first ones smaller (progressive resizing
 # from 16 px), evaluated once; chosen on a 55k/5k validation split over 12 full-size epochs (94.12 +- 0.09%
 # test, 3 seeds, in 10.8-12.2 min on an AMD EPYC: budget missed) and 12 progressive ones
-# (docs/time-to-accuracy/fast-selection; its 3-seed test result: docs/time-to-accuracy/fast). `cifar-fast` aims at the paper's 91.25% for ResNet-20 on CIFAR-10 in 30 min: as many
-# epochs as fit with a margin (~50 s each on that EPYC), the paper's 45k/5k split, the best epoch by
+# (docs/time-to-accuracy/fast-selection); on test, 3 seeds: 94.01 +- 0.10% in 9.0-9.6 min on that EPYC
+# (docs/time-to-accuracy/fast). `cifar-fast` aims at the paper's 91.25% for ResNet-20 on CIFAR-10 in 30 min:
+# as many epochs as fit with a margin (~50 s each on that EPYC), the paper's 45k/5k split, the best epoch by
 # validation accuracy: 90.72 +- 0.37% (3 seeds) in 25.4 min (accuracy missed). docs/benchmarks.md has both.
 # `best` aims at 95% and needs hours of CPU time (not measured yet).
 PRESETS: dict[str, dict[str, Any]] = {
