@@ -4,6 +4,7 @@ its feature flags."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,9 @@ def test_long_cpu_runs_time_torch_compile_and_keep_it_only_when_it_pays(
     asked.clear()
     assert not run_module.choose_compile(cfg, runtime, model, bundle, img_s * 1.01, shape).compile
     assert asked == [], "a shorter run is not timed at all"
+    progressive = replace(cfg, progressive_from=4)  # new sizes every epoch: each would compile again
+    assert not run_module.choose_compile(progressive, runtime, model, bundle, img_s, shape).compile
+    assert asked == [], "not timed with progressive resizing"
 
 
 @pytest.mark.slow

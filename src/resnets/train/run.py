@@ -260,9 +260,14 @@ def choose_compile(
     shape: tuple[int, ...],
 ) -> Runtime:
     """--compile left unset on a CPU: for training estimated at COMPILE_MIN_SECONDS or more, time the step
-    compiled and keep torch.compile when it saves at least twice its compile time over the run."""
+    compiled and keep torch.compile when it saves at least twice its compile time over the run. Not with
+    --progressive-from: every new image size would compile again, which the timing of one size cannot see."""
     images = cfg.total_epochs * (len(bundle.train) // cfg.batch_size) * cfg.batch_size
     if images / img_s < COMPILE_MIN_SECONDS:
+        return runtime
+    if cfg.progressive_from:
+        log(cfg, runtime, "torch.compile: off with --progressive-from (each image size would compile again); "
+            "--compile decides instead")  # fmt: skip
         return runtime
     best = Candidate(runtime.amp_dtype, runtime.channels_last)
     timing = time_compiled(model, best, shape, bundle.num_classes)
