@@ -24,9 +24,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from resnets.bench.run import matmul_gflops  # noqa: E402
 from resnets.files import atomic_write_text  # noqa: E402
 from resnets.machine import load_average  # noqa: E402
 from resnets.provenance import invocation, provenance  # noqa: E402
+
+
+def reference_gflops() -> float:
+    """fp32 GFLOP/s of a 1024² matmul on all cores, timed in about a second just before a seed: the
+    machine's speed at that moment, since it drifts between hours (~25% seen) more than a budget's margin."""
+    return matmul_gflops(torch.device("cpu"), torch.float32, 1024, warmup=2, repeats=5, min_time=0.2)
 
 
 def run_one(args: argparse.Namespace, seed: int) -> dict:
@@ -34,7 +41,7 @@ def run_one(args: argparse.Namespace, seed: int) -> dict:
     out = Path(args.work) / f"{args.preset}-seed{seed}"
     command = [sys.executable, "-m", "resnets", "train", "--preset", args.preset, "--seed", str(seed),
                "--out", str(out), "--overwrite", "--quiet", *args.extra]  # fmt: skip
-    load = load_average()
+    load, reference = load_average(), reference_gflops()
     start = time.perf_counter()
     subprocess.run(command, check=True)
     wall = time.perf_counter() - start
@@ -42,7 +49,8 @@ def run_one(args: argparse.Namespace, seed: int) -> dict:
     results = json.loads((out / "results.json").read_text())
     split = "val" if results["val"] is not None else "test"
     return {"seed": seed, "wall_s": wall, "test_acc": results["test"]["accuracy"], "load_before": load,
-            "best_epoch": results["best_epoch"], "epochs": results["epochs"], "curve_split": split,
+            "reference_gflops": reference, "best_epoch": results["best_epoch"], "epochs": results["epochs"],
+            "curve_split": split,
             "runtime": json.loads((out / "runtime.json").read_text()),
             "curve": [(float(r["seconds"]), float(r[f"{split}_acc"]) if r[f"{split}_acc"] else None)
                       for r in rows]}  # fmt: skip
@@ -104,13 +112,14 @@ def report(runs: list[dict], args: argparse.Namespace, source: dict) -> str:
         f"Machine: {machine['cpu']}, {machine['cores']} cores; torch {torch.__version__}; seeds {', '.join(str(r['seed']) for r in runs)}; "
         "each seed run alone, one after the other, wall time of the whole `resnets train` command.",
         "",
-        "| seed | final test acc | wall (min) | format | threads | load avg before |",
-        "|--:|--:|--:|---|--:|--:|",
+        "| seed | final test acc | wall (min) | format | threads | load avg before | fp32 matmul GFLOP/s before |",
+        "|--:|--:|--:|---|--:|--:|--:|",
     ]
     for r in runs:
         fmt = r["runtime"]["precision"] + (", channels_last" if r["runtime"]["channels_last"] else "")
+        reference = f"{r['reference_gflops']:.0f}" if "reference_gflops" in r else "-"  # older studies: none
         lines.append(f"| {r['seed']} | {100 * r['test_acc']:.2f}% | {r['wall_s'] / 60:.1f} | {fmt} | "
-                     f"{r['runtime'].get('cpu_threads', '?')} | {r['load_before'][0]:.2f} |")  # fmt: skip
+                     f"{r['runtime'].get('cpu_threads', '?')} | {r['load_before'][0]:.2f} | {reference} |")  # fmt: skip
     lines += [
         "",
         f"**Final test accuracy {statistics.mean(accs):.2f} ± {spread:.2f}% (mean ± std over {len(runs)} seeds), "

@@ -23,10 +23,10 @@ SHORT_RUN: dict[str, Any] = {
     "milestones": None, "gamma": 0.1, "warmup_epochs": 1.0, "label_smoothing": 0.0, "crop_padding": 2,
     "flip": True, "cutout": 0, "mixup": 0.0, "weights": None, "freeze": False, "freeze_epochs": 0,
     "train_bn": True, "lr_ratio": 10.0, "in_channels": None, "drop_rate": 0.0, "stochastic_depth": 0.0,
-    "zero_init_residual": False, "progressive_from": 0, "precision": "fp32", "channels_last": None, "compile": False, "ema": 0.0,
-    "grad_clip": 0.0, "class_weights": None, "sampler": "random", "val_split": 0.0, "monitor": None,
-    "early_stop": 0, "eval_every": 1, "positive": None, "threshold": 0.5, "strict_data": False, "tta": False,
-    "deterministic": False, "sync_bn": False,
+    "zero_init_residual": False, "progressive_from": 0, "precision": "fp32", "channels_last": None,
+    "compile": False, "ema": 0.0, "grad_clip": 0.0, "class_weights": None, "sampler": "random",
+    "val_split": 0.0, "monitor": None, "early_stop": 0, "eval_every": 1, "positive": None, "threshold": 0.5,
+    "strict_data": False, "tta": False, "deterministic": False, "sync_bn": False,
 }  # fmt: skip
 
 
