@@ -35,11 +35,14 @@ import torch.nn.functional as F
 import resnets
 from resnets.bench.models import macs_per_image
 from resnets.bench.run import matmul_gflops
+from resnets.data import AugmentConfig, make_loader
+from resnets.data.bundle import DataBundle, TensorSplit
 from resnets.experiments import ExperimentOptions, run_experiment
 from resnets.machine import describe
 from resnets.timing import median_seconds_each
-from resnets.train import TrainConfig, apply_preset, fit
-from resnets.train.runtime import set_cudnn_autotune
+from resnets.train import TrainConfig, apply_preset, fit, train_one_epoch
+from resnets.train.optim import make_optimizer
+from resnets.train.runtime import Runtime, set_cudnn_autotune
 from resnets.train.step import training_step
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,11 +81,13 @@ class Sizes:
     experiment_budget: str = "full"
     fmnist_model: str | None = None  # None: the `best` recipe's
     child_processes: bool = True  # runs in child processes that a time limit can stop
+    small_batches: tuple[int, ...] = (128, 512)  # ResNet-20 at 32 px: launch-bound or not
+    small_steps: int = 50
     compiled_batch_reserve_s: float = 200.0  # compile another inference batch size only with this much left
     # a step starts only with at least this many seconds left (on the H100: compiled training took 67 s,
     # compiled inference 62 s for three batch sizes; docs/gpu.md)
     min_left: tuple[tuple[str, float], ...] = (("check_models", 30), ("check_learns", 40), ("check_export", 20),
-                                               ("matmul_peak", 10), ("train_eager", 40), ("train_compiled", 90),
+                                               ("matmul_peak", 10), ("small_images", 120), ("train_eager", 40), ("train_compiled", 90),
                                                ("infer_eager", 40), ("infer_compiled", 90), ("tta_fashion_mnist", 60),
                                                ("tta_d2l", 60), ("tta_cifar10", 60), ("experiment", 60))  # fmt: skip
 
@@ -92,7 +97,7 @@ DRY = Sizes(
     limit=128, test_limit=64, cifar_batch=32, speed_model="resnet18", speed_side=32, train_batch=4, infer_batches=(4, 1),
     matmul_size=128, warmup=1, repeats=2, min_time=0.0, compile_backend="eager", fmnist_epochs=1, d2l_epochs=1,
     d2l_side=32, d2l_batch=32, cifar_epochs=1, experiments=("degradation",), experiment_budget="tiny", fmnist_model="cifar_resnet20",
-    child_processes=False, compiled_batch_reserve_s=0.0,
+    child_processes=False, compiled_batch_reserve_s=0.0, small_batches=(4,), small_steps=2,
     min_left=tuple((name, 0.0) for name, _ in Sizes.min_left),
 )  # fmt: skip
 
@@ -458,6 +463,82 @@ def train_throughput(sizes: Sizes, device: torch.device, peak: float | None, com
             "headline": ", ".join(f"{r['impl']} {r['images_per_s']:.0f} img/s" for r in rows)}  # fmt: skip
 
 
+def small_image_steps(
+    model: torch.nn.Module,
+    batch: int,
+    side: int,
+    device: torch.device,
+    steps: int,
+    read_every_step: bool,
+    graphs: bool,
+) -> Callable[[], None]:
+    """`steps` bare training steps (bf16, channels_last, SGD) on fixed tensors; `read_every_step` reads the
+    loss back after each step (`.item()`), as the training loop did before it summed on the device;
+    `graphs`: `model` is compiled with CUDA graphs, whose next replay may overwrite the last outputs."""
+    x = torch.randn(batch, 3, side, side, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def run() -> None:
+        for _ in range(steps):
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            loss, _ = training_step(model, optimizer, x, y, amp_dtype=torch.bfloat16)
+            if read_every_step:
+                loss.item()
+
+    return run
+
+
+def small_image_loop(
+    model: torch.nn.Module, batch: int, side: int, device: torch.device, steps: int
+) -> Callable[[], None]:
+    """`steps` of the real training loop (`train_one_epoch`) over an in-memory loader with 4 px crops and
+    flips, on random uint8 images of CIFAR's shape: data path and loop bookkeeping included."""
+    images = torch.randint(0, 256, (batch * steps, 3, side, side), dtype=torch.uint8)
+    split = TensorSplit(images, torch.randint(0, 10, (batch * steps,)))
+    bundle = DataBundle("random", [str(c) for c in range(10)], 3, (side, side), (0.5,) * 3, (0.25,) * 3,
+                        split, split)  # fmt: skip
+    cfg = TrainConfig(model="cifar_resnet20", batch_size=batch, quiet=True)
+    runtime = Runtime(device, torch.bfloat16, channels_last=True)
+    optimizer = make_optimizer(model, cfg)
+    generator = torch.Generator(device).manual_seed(0)
+    loader = make_loader(bundle, "train", batch, train=True, augment=AugmentConfig(), device=device,
+                         channels_last=True)  # fmt: skip
+    return lambda: train_one_epoch(model, loader, optimizer, runtime, cfg, lambda s: 1.0, 0, generator)
+
+
+def small_images(sizes: Sizes, device: torch.device) -> dict:
+    """ResNet-20 training at CIFAR's 32 px, where a GPU waits on the CPU's kernel launches: bare steps with
+    and without a read-back after each, compiled with CUDA graphs (mode="reduce-overhead"), and the real
+    loop with its data path, timed interleaved per batch size (images/s over `small_steps` steps)."""
+    rows, side, steps = [], 32, sizes.small_steps
+    for batch in sizes.small_batches:
+        fns, names = [], []
+        for impl in ("read-each-step", "no-read", "cuda-graphs", "train_one_epoch"):
+            torch.manual_seed(0)
+            model = (
+                resnets.create_model("cifar_resnet20").to(device, memory_format=torch.channels_last).train()
+            )
+            if impl == "train_one_epoch":
+                fns.append(small_image_loop(model, batch, side, device, steps))
+            elif impl == "cuda-graphs" and device.type != "cuda":
+                continue
+            else:
+                graphs = impl == "cuda-graphs"
+                net = torch.compile(model, mode="reduce-overhead", dynamic=False) if graphs else model
+                fns.append(
+                    small_image_steps(net, batch, side, device, steps, impl == "read-each-step", graphs)
+                )
+            names.append(impl)
+        seconds = median_seconds_each(fns, device, warmup=sizes.warmup, repeats=sizes.repeats, min_time=0.0)
+        rows += [{"impl": n, "batch": batch, "images_per_s": batch * steps / s, "ms_per_step": 1e3 * s / steps}
+                 for n, s in zip(names, seconds, strict=True)]  # fmt: skip
+    head = [r for r in rows if r["batch"] == sizes.small_batches[0]]
+    return {"model": "cifar_resnet20", "side": side, "steps": steps, "rows": rows,
+            "headline": ", ".join(f"{r['impl']} {r['ms_per_step']:.2f} ms" for r in head)}  # fmt: skip
+
+
 def graphed(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
     """`model(x)` captured once as a CUDA graph and replayed (no per-kernel launch cost)."""
     stream = torch.cuda.Stream()
@@ -539,6 +620,12 @@ def markdown(result: dict) -> str:
                 lines.append(
                     f"| {row['impl']} | {row['batch']} | {row['images_per_s']:.1f} | {row['ms_per_batch']:.2f} | {share} |"
                 )
+    small = result["steps"].get("small_images", {})
+    if small.get("status") == "ok":
+        lines += ["", f"## small_images: {small['model']} at {small['side']} px, {small['steps']} steps", "",
+                  "| impl | batch | img/s | ms/step |", "|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {r['impl']} | {r['batch']} | {r['images_per_s']:.0f} | {r['ms_per_step']:.2f} |"
+                  for r in small["rows"]]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -586,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     suite.run("check_export", lambda: check_export(sizes, device))
     suite.run("matmul_peak", lambda: matmul_peak(sizes, device))
     peak = suite.result["steps"]["matmul_peak"].get("tflops", {}).get("bf16")
+    suite.run("small_images", lambda: small_images(sizes, device))
     suite.run("train_eager", lambda: train_throughput(sizes, device, peak, compiled=False))
     suite.run("infer_eager", lambda: infer_throughput(sizes, device, peak, False, suite.left))
     suite.run("train_compiled", lambda: train_throughput(sizes, device, peak, compiled=True))

@@ -45,17 +45,17 @@ def recipe_flags(config: dict, preset: str) -> str:
     return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(changed.items()))
 
 
-def source_line(out: Path) -> str:
-    """The commit and command a run's report.md names (every run writes them)."""
-    line = next(x for x in (out / "report.md").read_text().splitlines() if x.startswith("- Source: commit"))
-    return line.removeprefix("- Source: ").replace("`", "")
+def source_line(results: dict) -> str:
+    """The commit and command a run's results.json names (every run writes them)."""
+    source = results["source"]
+    return f"commit {source['commit']}{' (with uncommitted changes)' if source['dirty'] else ''}; command {source['command']}"
 
 
 def record(name: str, preset: str, out: Path, wall: float, load: tuple[float, ...]) -> dict:
     """A finished run's validation numbers (its selected epoch's validation accuracy) and how it ran."""
     results = json.loads((out / "results.json").read_text())
     config = json.loads((out / "config.json").read_text())
-    return {"name": name, "flags": recipe_flags(config, preset), "source": source_line(out), "wall_s": wall, "load_before": load,
+    return {"name": name, "flags": recipe_flags(config, preset), "source": source_line(results), "wall_s": wall, "load_before": load,
             "val_acc": results["val"]["accuracy"], "best_epoch": results["best_epoch"], "epochs": results["epochs"],
             "val_split": config["val_split"], "seed": config["seed"],
             "runtime": json.loads((out / "runtime.json").read_text())}  # fmt: skip

@@ -23,6 +23,9 @@ from .progress import progress
 from .runtime import Runtime
 from .step import MixedTargets, training_step
 
+# Seconds between the progress bar's loss/accuracy updates; each one waits for the device to catch up.
+POSTFIX_INTERVAL = 0.5
+
 
 def show_progress(cfg: TrainConfig, runtime: Runtime) -> bool:
     return runtime.is_main and not cfg.quiet
@@ -47,11 +50,16 @@ def train_one_epoch(
     class_weight: torch.Tensor | None = None,
 ) -> tuple[float, float, int]:
     """One pass over `loader`; returns (mean loss, accuracy, next global step). LR is set every step;
-    `class_weight` weighs each class's loss (--class-weights balanced)."""
+    `class_weight` weighs each class's loss (--class-weights balanced). Loss and accuracy are summed on the
+    device and read once per epoch (and for the progress bar at most every POSTFIX_INTERVAL s): reading
+    them every step would make the CPU wait for the GPU after each step, so kernel launches and GPU work
+    could not overlap."""
     model.train()
-    loss_sum, correct, seen = 0.0, 0, 0
-    bar = progress(loader, desc, enabled=show_progress(cfg, runtime))
-    start = time.perf_counter()
+    shown = show_progress(cfg, runtime)
+    bar = progress(loader, desc, enabled=shown)
+    loss_sum = torch.zeros((), device=runtime.device)
+    correct = torch.zeros((), dtype=torch.long, device=runtime.device)
+    seen, start, shown_at = 0, time.perf_counter(), 0.0
     for x, y in bar:
         set_lr(optimizer, default_lr(cfg), lr_at(step))
         mixed = None
@@ -65,14 +73,18 @@ def train_one_epoch(
             ema.update_parameters(model)
         step += 1
         n = len(y)
-        loss_sum += loss.item() * n
-        correct += (logits.argmax(1) == y).sum().item()
+        loss_sum += loss.float() * n
+        correct += (logits.argmax(1) == y).sum()
         seen += n
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                        img_s=f"{seen / (time.perf_counter() - start):.0f}")  # fmt: skip
-    if not torch.isfinite(torch.tensor(loss_sum)):
+        now = time.perf_counter()
+        if shown and now - shown_at >= POSTFIX_INTERVAL:
+            shown_at = now
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
+                            img_s=f"{seen / (now - start):.0f}")  # fmt: skip
+    total_loss, total_correct = loss_sum.item(), correct.item()
+    if not math.isfinite(total_loss):
         raise RuntimeError("training diverged (loss is not finite): lower --lr or use --grad-clip")
-    return loss_sum / max(seen, 1), correct / max(seen, 1), step
+    return total_loss / max(seen, 1), total_correct / max(seen, 1), step
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ from ..data.seeds import mix_seed
 from ..files import atomic_write_text, cache_dir
 from ..interpret import Mistake, top_losses
 from ..models import ResNet
+from ..provenance import git_state, invocation
 from . import distributed, rundir
 from .autotune import COMPILE_MIN_SECONDS, Candidate, fastest_cpu_format, machine_format, time_compiled
 from .checkpoint import load_state, save_state, save_weights
@@ -559,10 +560,13 @@ def _fit(run: Run) -> History:
 
 
 def write_results(run_dir: Path, history: History) -> None:
-    """results.json: the final model's numbers for scripts (test, and the validation split that chose it)."""
+    """results.json: the final model's numbers for scripts (test, and the validation split that chose it),
+    and the commit and command that produced them."""
+    commit, dirty = git_state()
     results = {
         "best_epoch": history.best_epoch, "epochs": len(history.epochs), "test": history.final.summary(),
         "val": history.val.summary() if history.val is not None else None,
         "operating": {k: vars(op) for k, op in history.operating.items()},
+        "source": {"commit": commit, "dirty": dirty, "command": invocation()},
     }  # fmt: skip
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
