@@ -42,7 +42,7 @@ from resnets.machine import describe
 from resnets.timing import median_seconds_each
 from resnets.train import TrainConfig, apply_preset, fit, train_one_epoch
 from resnets.train.optim import make_optimizer
-from resnets.train.runtime import Runtime, set_cudnn_autotune
+from resnets.train.runtime import Runtime, compile_for_training, set_cudnn_autotune
 from resnets.train.step import training_step
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,7 +86,7 @@ class Sizes:
     compiled_batch_reserve_s: float = 200.0  # compile another inference batch size only with this much left
     # a step starts only with at least this many seconds left (on the H100: compiled training took 67 s,
     # compiled inference 62 s for three batch sizes; docs/gpu.md)
-    min_left: tuple[tuple[str, float], ...] = (("check_models", 30), ("check_learns", 40), ("check_export", 20),
+    min_left: tuple[tuple[str, float], ...] = (("check_models", 30), ("check_learns", 40), ("check_learns_compiled", 60), ("check_export", 20),
                                                ("matmul_peak", 10), ("small_images", 120), ("train_eager", 40), ("train_compiled", 90),
                                                ("infer_eager", 40), ("infer_compiled", 90), ("tta_fashion_mnist", 60),
                                                ("tta_d2l", 60), ("tta_cifar10", 60), ("experiment", 60))  # fmt: skip
@@ -327,10 +327,16 @@ def common(sizes: Sizes, device: torch.device) -> dict:
     return {"limit": sizes.limit, "test_limit": sizes.test_limit, "device": str(device), "workers": 0}
 
 
-def check_learns(sizes: Sizes, device: torch.device, work: Path, data_root: str | None, left: float) -> dict:
+def check_learns(
+    sizes: Sizes, device: torch.device, work: Path, data_root: str | None, left: float, compiled: bool = False
+) -> dict:
+    """The default model trained briefly on Fashion-MNIST must learn; `compiled`: with `--compile`, which
+    on one GPU trains through CUDA graphs (CPU: not run, nothing to check there)."""
+    if compiled and device.type != "cuda":
+        return {"passed": None, "headline": "not a CUDA device: no CUDA graphs to check"}
     cfg = TrainConfig(model="cifar_resnet20", data="fashion-mnist", data_root=data_root, epochs=sizes.learn_epochs,
-                      **common(sizes, device))  # fmt: skip
-    record = train_run(sizes, cfg, work / "learns", left)
+                      compile=compiled or None, **common(sizes, device))  # fmt: skip
+    record = train_run(sizes, cfg, work / ("learns-compiled" if compiled else "learns"), left)
     record["passed"] = record["finished"] and (record["final_acc"] or 0) >= sizes.learn_min_acc
     record["headline"] = f"{headline_of(record)}; learns: {record['passed']}"
     return record
@@ -491,17 +497,19 @@ def small_image_steps(
 
 
 def small_image_loop(
-    model: torch.nn.Module, batch: int, side: int, device: torch.device, steps: int
+    model: torch.nn.Module, batch: int, side: int, device: torch.device, steps: int, graphs: bool
 ) -> Callable[[], None]:
     """`steps` of the real training loop (`train_one_epoch`) over an in-memory loader with 4 px crops and
-    flips, on random uint8 images of CIFAR's shape: data path and loop bookkeeping included."""
+    flips, on random uint8 images of CIFAR's shape: data path and loop bookkeeping included; `graphs`: as
+    `resnets train --compile` trains on one GPU (CUDA graphs)."""
     images = torch.randint(0, 256, (batch * steps, 3, side, side), dtype=torch.uint8)
     split = TensorSplit(images, torch.randint(0, 10, (batch * steps,)))
     bundle = DataBundle("random", [str(c) for c in range(10)], 3, (side, side), (0.5,) * 3, (0.25,) * 3,
                         split, split)  # fmt: skip
     cfg = TrainConfig(model="cifar_resnet20", batch_size=batch, quiet=True)
-    runtime = Runtime(device, torch.bfloat16, channels_last=True)
+    runtime = Runtime(device, torch.bfloat16, channels_last=True, compile=graphs)
     optimizer = make_optimizer(model, cfg)
+    model = compile_for_training(model, runtime) if graphs else model
     generator = torch.Generator(device).manual_seed(0)
     loader = make_loader(bundle, "train", batch, train=True, augment=AugmentConfig(), device=device,
                          channels_last=True)  # fmt: skip
@@ -515,21 +523,20 @@ def small_images(sizes: Sizes, device: torch.device) -> dict:
     rows, side, steps = [], 32, sizes.small_steps
     for batch in sizes.small_batches:
         fns, names = [], []
-        for impl in ("read-each-step", "no-read", "cuda-graphs", "train_one_epoch"):
+        for impl in ("read-each-step", "no-read", "cuda-graphs-read-each-step", "cuda-graphs", "train_one_epoch",
+                     "train_one_epoch-cuda-graphs"):  # fmt: skip
+            graphs, read = "cuda-graphs" in impl, "read-each-step" in impl
+            if graphs and device.type != "cuda":
+                continue
             torch.manual_seed(0)
             model = (
                 resnets.create_model("cifar_resnet20").to(device, memory_format=torch.channels_last).train()
             )
-            if impl == "train_one_epoch":
-                fns.append(small_image_loop(model, batch, side, device, steps))
-            elif impl == "cuda-graphs" and device.type != "cuda":
-                continue
+            if impl.startswith("train_one_epoch"):
+                fns.append(small_image_loop(model, batch, side, device, steps, graphs))
             else:
-                graphs = impl == "cuda-graphs"
                 net = torch.compile(model, mode="reduce-overhead", dynamic=False) if graphs else model
-                fns.append(
-                    small_image_steps(net, batch, side, device, steps, impl == "read-each-step", graphs)
-                )
+                fns.append(small_image_steps(net, batch, side, device, steps, read, graphs))
             names.append(impl)
         seconds = median_seconds_each(fns, device, warmup=sizes.warmup, repeats=sizes.repeats, min_time=0.0)
         rows += [{"impl": n, "batch": batch, "images_per_s": batch * steps / s, "ms_per_step": 1e3 * s / steps}
@@ -670,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     data, cifar = args.data_root, args.cifar_root
     suite.run("check_models", lambda: check_models(sizes, device))
     suite.run("check_learns", lambda: check_learns(sizes, device, work, data, suite.left()))
+    suite.run("check_learns_compiled", lambda: check_learns(sizes, device, work, data, suite.left(), True))
     suite.run("check_export", lambda: check_export(sizes, device))
     suite.run("matmul_peak", lambda: matmul_peak(sizes, device))
     peak = suite.result["steps"]["matmul_peak"].get("tflops", {}).get("bf16")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(SCRIPTS))
 import gpu_suite  # noqa: E402 (a script, importable once scripts/ is on the path)
 import pack_cifar  # noqa: E402
 
-STEPS = ["check_models", "check_learns", "check_export", "matmul_peak", "small_images", "train_eager", "infer_eager", "train_compiled",
+STEPS = ["check_models", "check_learns", "check_learns_compiled", "check_export", "matmul_peak", "small_images", "train_eager", "infer_eager", "train_compiled",
          "infer_compiled", "tta_fashion_mnist", "tta_d2l", "tta_cifar10", "experiment:degradation"]  # fmt: skip
 
 
@@ -84,6 +84,7 @@ def test_dry_run_measures_every_step(tmp_path: Path) -> None:
         assert {r["impl"].split("-")[0] for r in rows} == {"ours", "torchvision"}
         assert all(r["images_per_s"] > 0 and 0 < r["share_of_bf16_peak"] < math.inf for r in rows)
     assert {r["batch"] for r in steps["infer_eager"]["rows"]} == set(gpu_suite.DRY.infer_batches)
+    assert steps["check_learns_compiled"]["passed"] is None  # CUDA graphs only on a GPU
     small = steps["small_images"]["rows"]  # no CUDA graphs on a CPU
     assert [r["impl"] for r in small] == ["read-each-step", "no-read", "train_one_epoch"]
     assert all(r["images_per_s"] > 0 and r["batch"] == gpu_suite.DRY.small_batches[0] for r in small)

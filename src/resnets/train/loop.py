@@ -66,6 +66,8 @@ def train_one_epoch(
         if cfg.mixup > 0:
             x, y_a, y_b, lam = mixup(x, y, cfg.mixup, generator)
             mixed = MixedTargets(y_a, y_b, lam)
+        if runtime.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # this step's replay may overwrite the last outputs
         loss, logits = training_step(model, optimizer, x, y, amp_dtype=runtime.amp_dtype, scaler=runtime.scaler,
                                      label_smoothing=cfg.label_smoothing, mixed=mixed, grad_clip=cfg.grad_clip,
                                      class_weight=class_weight)  # fmt: skip

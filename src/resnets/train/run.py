@@ -33,7 +33,14 @@ from .config import TrainConfig, resume_config
 from .loop import build_model, evaluate, load_data, log, set_frozen, train_one_epoch
 from .metrics import EvalResult, Operating
 from .optim import default_lr, lr_factor, make_optimizer
-from .runtime import Runtime, cpu_has_bf16, precision_name, resolve_runtime, seed_everything
+from .runtime import (
+    Runtime,
+    compile_for_training,
+    cpu_has_bf16,
+    precision_name,
+    resolve_runtime,
+    seed_everything,
+)
 from .tboard import log_epoch, open_writer
 
 # per epoch: validation numbers when there is a validation split (test is then evaluated once, at the end),
@@ -539,7 +546,7 @@ def _fit(run: Run) -> History:
                 frozen = epoch < freeze_until
                 set_frozen(run.model, frozen, cfg.train_bn)
                 train_model = distributed.wrap(run.model, runtime.device)
-                train_model = torch.compile(train_model) if runtime.compile else train_model
+                train_model = compile_for_training(train_model, runtime) if runtime.compile else train_model
             row, result = run_epoch(run, epoch, train_model, loader)
             history.epochs.append(row)
             is_best = select(run, row, result)
