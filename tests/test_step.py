@@ -23,6 +23,7 @@ from resnets.train.runtime import (
     Runtime,
     apply_threads,
     choose_precision,
+    compile_for_training,
     resolve_runtime,
     set_cudnn_autotune,
 )
@@ -115,6 +116,24 @@ def test_cudnn_autotune_switch() -> None:
         assert not torch.backends.cudnn.benchmark
     finally:
         torch.backends.cudnn.benchmark = before
+
+
+@pytest.mark.parametrize(
+    ("device", "world_size", "mode"),
+    [("cuda", 1, "reduce-overhead"), ("cuda", 2, None), ("cpu", 1, None)],
+)
+def test_compile_uses_cuda_graphs_on_one_gpu_only(
+    monkeypatch: pytest.MonkeyPatch, device: str, world_size: int, mode: str | None
+) -> None:
+    """--compile on one GPU records CUDA graphs (small images are launch-bound there, docs/gpu.md); DDP's
+    gradient hooks and CPUs keep Inductor's default mode. Without --compile nothing is graphed."""
+    asked = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: asked.append(mode) or model)
+    runtime = Runtime(torch.device(device), None, False, world_size=world_size, compile=True)
+    model = nn.Linear(2, 2)
+    assert compile_for_training(model, runtime) is model and asked == [mode]
+    assert runtime.cuda_graphs == (mode == "reduce-overhead")
+    assert not Runtime(torch.device(device), None, False, world_size=world_size).cuda_graphs
 
 
 # ---- the step
