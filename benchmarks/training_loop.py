@@ -25,6 +25,7 @@ from torchvision.transforms import v2
 from resnets.data import AugmentConfig, load_dataset, make_loader
 from resnets.machine import cpu_has_bf16, cpu_model
 from resnets.models import create_model
+from resnets.provenance import invocation, provenance
 from resnets.train import TrainConfig, train_one_epoch
 from resnets.train.autotune import fastest_cpu_format
 from resnets.train.optim import make_optimizer
@@ -107,8 +108,10 @@ def main() -> None:
     runtimes = {"naive": naive_runtime, "ours": ours_runtime}
     for name in results:  # warm-up: oneDNN kernels, worker start
         images_per_s(cfg, nets[name], runtimes[name], streams[name], 5)
-    for _ in range(args.repeats):  # interleaved, so drifts in machine load hit both alike
-        for name in results:
+    for r in range(
+        args.repeats
+    ):  # interleaved in alternating order, so drifts in machine load hit both alike
+        for name in list(results) if r % 2 == 0 else list(results)[::-1]:
             results[name].append(images_per_s(cfg, nets[name], runtimes[name], streams[name], args.steps))
     naive, ours = (statistics.median(results[k]) for k in ("naive", "ours"))
     fmt = f"{precision_name(best.amp_dtype)} {'channels_last' if best.channels_last else 'NCHW'}"
@@ -120,7 +123,14 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
-                {"args": vars(args), "format": fmt, "runs": results, "naive": naive, "ours": ours},
+                {
+                    "provenance": provenance(invocation(), torch.device("cpu")),
+                    "args": vars(args),
+                    "format": fmt,
+                    "runs": results,
+                    "naive": naive,
+                    "ours": ours,
+                },  # fmt: skip
                 f,
                 indent=2,
             )
