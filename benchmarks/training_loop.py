@@ -108,9 +108,8 @@ def main() -> None:
     runtimes = {"naive": naive_runtime, "ours": ours_runtime}
     for name in results:  # warm-up: oneDNN kernels, worker start
         images_per_s(cfg, nets[name], runtimes[name], streams[name], 5)
-    for r in range(
-        args.repeats
-    ):  # interleaved in alternating order, so drifts in machine load hit both alike
+    # interleaved in alternating order, so drifts in machine load hit both alike
+    for r in range(args.repeats):
         for name in list(results) if r % 2 == 0 else list(results)[::-1]:
             results[name].append(images_per_s(cfg, nets[name], runtimes[name], streams[name], args.steps))
     naive, ours = (statistics.median(results[k]) for k in ("naive", "ours"))
@@ -130,7 +129,7 @@ def main() -> None:
                     "runs": results,
                     "naive": naive,
                     "ours": ours,
-                },  # fmt: skip
+                },
                 f,
                 indent=2,
             )

@@ -228,7 +228,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 HELP: dict[str, str] = {
     "compile": "train through torch.compile; unset: a CPU run estimated at 30+ minutes times its step compiled "
     "and keeps it when it saves at least twice the compile time (GPUs: off unless asked; on one GPU it records "
-    "CUDA graphs, 2-2.5x for small images, docs/gpu.md)",
+    "CUDA graphs, 2.2-2.6x for small images, docs/gpu.md)",
     "freeze": "train only the classifier (and BatchNorm unless --no-train-bn) for all epochs",
     "freeze_epochs": "fastai's fine_tune: N head-only epochs first, then --epochs more with all layers "
     "(so N + epochs in all), each phase with its own LR schedule",

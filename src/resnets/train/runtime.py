@@ -120,7 +120,7 @@ def apply_threads(requested: int | None = None) -> str | None:
 def compile_for_training(model: nn.Module, runtime: Runtime) -> nn.Module:
     """torch.compile for training; on one GPU with CUDA graphs (mode="reduce-overhead"): small images leave
     a GPU waiting on kernel launches, and replaying a recorded graph launches the whole step at once
-    (ResNet-20 at 32 px on an H100: 3.3 ms a step against 12 ms eager, docs/gpu.md). Each step must then
+    (ResNet-20 at 32 px on an H100: 3.0-3.6 ms a bare step against 10.5-12.9 ms eager, docs/gpu.md). Each step must then
     begin with `torch.compiler.cudagraph_mark_step_begin()`. DDP keeps the default mode (its gradient hooks
     run between the graph's kernels)."""
     return torch.compile(model, mode="reduce-overhead" if runtime.cuda_graphs else None)
