@@ -256,6 +256,19 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    """Train a full-scale study's missing units (each recorded as it finishes) and rewrite its report."""
+    from .experiments.studies import STUDIES, run_study, where
+
+    folders = where(args.name, args.out, args.work, args.data_root, args.device)
+    arms = [a for a in (args.arms or "").split(",") if a]
+    report = run_study(STUDIES[args.name], folders, seeds=args.seeds, arms=arms,
+                       max_units=0 if args.report_only else args.max_units, threads=args.threads,
+                       mixed_commits=args.mixed_commits)  # fmt: skip
+    print(f"{args.name}: report {report}")
+    return 0
+
+
 def cmd_weights(args: argparse.Namespace) -> int:
     """What `--weights NAME` and `create_model(weights=NAME)` take, per model: ImageNet top-1, file size, and
     whether the file is in the local cache (else where it downloads from)."""
@@ -507,6 +520,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads (default: torch's; 1 is far faster on a busy shared machine)")  # fmt: skip
     p.set_defaults(handler=cmd_experiment)
+
+    from .experiments.studies import STUDIES
+
+    p = add(
+        "study", "a seed's claim at full scale: resumable units (one net, one seed), a report from those done"
+    )
+    p.add_argument("name", choices=STUDIES, help="; ".join(f"{k}: {s.title}" for k, s in STUDIES.items()))
+    p.add_argument("--out", default=None, help="report and units/ folder (default: runs/studies/NAME)")
+    p.add_argument("--work", default=None, help="the units' run folders (default: OUT/runs)")
+    p.add_argument("--data-root", default=None, help="where the data set lies (default: standard places)")
+    p.add_argument("--seeds", type=positive_int, default=None, help="seeds per arm (default: the study's)")
+    p.add_argument("--arms", default=None, help="comma-separated arms to train (default: all)")
+    p.add_argument(
+        "--max-units", type=non_negative_int, default=None, help="train at most N units, then stop"
+    )
+    p.add_argument(
+        "--report-only", action="store_true", help="only rewrite the report from the recorded units"
+    )
+    p.add_argument("--mixed-commits", action="store_true",
+                   help="add units although the recorded ones ran at another commit (the report lists each)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: torch's)")
+    p.set_defaults(handler=cmd_study)
 
     p = add("weights", "named weights per model (--weights NAME): ImageNet top-1, size, whether cached")
     p.add_argument("model", nargs="?", help="one model (default: every model that has some)")

@@ -9,6 +9,7 @@ from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from ..data import AugmentConfig
+from ..models.registry import get_entry
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -187,6 +188,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        get_entry(self.model)  # an unknown name fails here, before any data is looked for
 
 
 # Named recipes; docs/benchmarks.md has their measured curves and times. `default` (the TrainConfig defaults)

@@ -1,0 +1,25 @@
+"""Full-scale studies of the seeds' claims: resumable units (one net, one seed) recorded as they finish, and
+reports regenerated from whatever units exist (see `runner`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .figure6 import FIGURE6, FIGURE7
+from .runner import Study, Where, run_study
+
+STUDIES: dict[str, Study] = {s.name: s for s in (FIGURE6, FIGURE7)}
+
+
+def where(name: str, out: str | None, work: str | None, data_root: str | None, device: str = "auto") -> Where:
+    """A study's folders: `out` (default runs/studies/NAME) holds report.md and units/, `work` (default
+    OUT/runs) the units' run folders; a study that reads another's units finds them beside its own folder."""
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; choose one of {', '.join(STUDIES)}")
+    folder = Path(out) if out else Path("runs") / "studies" / name
+    reads = STUDIES[name].reads
+    units = folder.parent / reads / "units" if reads else None
+    return Where(folder, Path(work) if work else folder / "runs", data_root, device, units)
+
+
+__all__ = ["STUDIES", "Study", "Where", "run_study", "where"]

@@ -1,0 +1,195 @@
+"""Studies `figure6` and `figure7`: the paper's CIFAR-10 degradation experiment (Figure 6, Table 6) at full
+scale, and Figure 7's layer responses read off the same trained nets (no extra training).
+
+He et al. 2016, section 4.2: plain nets and ResNets of 6n+2 layers on all 50k training images at 32 px with
+4 px pad-and-crop and flips, evaluated single-view on the 10k test images. The paper trains 64k iterations
+(164 epochs) with lr 0.1 divided by 10 twice; these studies state a shorter schedule (below)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from ...data import make_loader
+from ...train import History
+from ...train.loop import load_data
+from ..responses import response_stds
+from ..training import SHORT_RUN
+from .runner import Arm, Report, Study, StudyResults
+from .stats import INCONCLUSIVE, combine, lower, pm
+
+# the paper's Table 6 test errors (%, best of 5 runs for ResNet-110, single runs otherwise)
+TABLE6 = {"cifar_resnet20": 8.75, "cifar_resnet32": 7.51, "cifar_resnet44": 7.17, "cifar_resnet56": 6.97,
+          "cifar_resnet110": 6.43}  # fmt: skip
+NETS = (
+    "cifar_plain20",
+    "cifar_plain56",
+    "cifar_resnet20",
+    "cifar_resnet32",
+    "cifar_resnet44",
+    "cifar_resnet56",
+)
+
+# A stated shorter schedule than the paper's 164 epochs: 30 epochs of SGD (Nesterov momentum 0.9, batch 128,
+# weight decay 5e-4) with a one-cycle lr peaking at 0.1 after one warm-up epoch; no label smoothing, no
+# validation split (the last epoch is the model, as the paper reports), single-view test.
+RECIPE: dict[str, Any] = SHORT_RUN | {
+    "data": "cifar10", "epochs": 30, "batch_size": 128, "lr": 0.1, "limit": None, "test_limit": None,
+    "image_size": None, "crop_padding": 4, "tta": False, "precision": "auto", "compile": None,
+    "shortcut": None, "spec_overrides": None,
+}  # fmt: skip
+
+
+def measure(history: History) -> dict[str, Any]:
+    """Figure 7's numbers: the std of each block's response on the test images, from the trained net."""
+    cfg = history.config
+    device = next(history.model.parameters()).device
+    loader = make_loader(load_data(cfg), "test", 256, train=False, device=device)
+    return {"response_std": response_stds(history.model, loader)}
+
+
+def error(key: str):  # noqa: ANN201 (a callable on unit records)
+    """The final epoch's training error (`train`) or the final model's test error (`test`) of a unit."""
+    if key == "train":
+        return lambda u: 1 - u["epochs"][-1]["train_acc"]
+    return lambda u: 1 - u["test"]["accuracy"]
+
+
+def curves_figure(results: StudyResults) -> bytes:
+    """Figure 6's layout: plain nets left, ResNets right; thin dashed training error, bold test error, per
+    epoch, the mean over the recorded seeds."""
+    fig = Figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2, sharey=True)
+    colors = {"20": "tab:orange", "32": "tab:blue", "44": "tab:green", "56": "tab:red", "110": "black"}
+    for ax, family in zip(axes, ("plain", "resnet"), strict=True):
+        for net in (n for n in NETS if family in n):
+            units = [u for u in results.units if u["arm"] == net]
+            if not units:
+                continue
+            depth = net.removeprefix(f"cifar_{family}")
+            length = min(len(u["epochs"]) for u in units)
+            epochs = range(1, length + 1)
+            for key, style, width in (("train_acc", "--", 1.0), ("test_acc", "-", 2.2)):
+                mean = [100 * (1 - sum(u["epochs"][e - 1][key] for u in units) / len(units)) for e in epochs]
+                ax.plot(epochs, mean, style, lw=width, color=colors[depth],
+                        label=f"{family}-{depth} {'train' if key == 'train_acc' else 'test'}")  # fmt: skip
+        ax.set(
+            xlabel="epoch", ylabel="error (%)", title="plain" if family == "plain" else "ResNet", ylim=(0, 40)
+        )
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7, ncol=2)
+    return png(fig)
+
+
+def png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def report_figure6(results: StudyResults) -> Report:
+    """Verdicts: plain-56 trains worse than plain-20 (degradation), ResNet-56 trains and tests better than
+    ResNet-20; and the table beside the paper's Table 6."""
+    train, test = error("train"), error("test")
+    v = results.values
+    checks = [
+        ("plain-56 has a higher final training error than plain-20",
+         lower(v("cifar_plain20", train), v("cifar_plain56", train))),
+        ("ResNet-56 has a lower final training error than ResNet-20",
+         lower(v("cifar_resnet56", train), v("cifar_resnet20", train))),
+        ("ResNet-56 has a lower test error than ResNet-20 (Table 6)",
+         lower(v("cifar_resnet56", test), v("cifar_resnet20", test))),
+    ]  # fmt: skip
+    verdict = combine([c[1][0] for c in checks])
+    reasons = "; ".join(f"{claim}: **{part}** ({d.text()})" for claim, (part, d) in checks)
+    rows = ["| net | seeds | final training error (%) | test error (%) | paper's Table 6 (%) | ours − paper |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
+    for net in NETS:
+        errs = v(net, test)
+        paper = TABLE6.get(net)
+        gap = f"{100 * sum(errs) / len(errs) - paper:+.2f}" if errs and paper else "–"
+        rows.append(f"| {net} | {len(errs)} | {pm(v(net, train))} | {pm(errs)} | {paper or '–'} | {gap} |")
+    body = (
+        "![Figure 6](figure6.png)\n\nThin dashed lines: training error (the mean over each epoch's augmented "
+        "batches); bold lines: test error; the mean over the recorded seeds.\n\n" + "\n".join(rows) + "\n\n"
+        "Test errors are single-view on all 10,000 test images, of the last epoch's model. The paper's numbers "
+        "come from its 164-epoch schedule; ours from the 30-epoch one above, so the gap measures the schedule "
+        "as much as the implementation. Per-unit histories: `units/*.json`."
+    )
+    if verdict == INCONCLUSIVE:
+        reasons += ". Inconclusive parts need more seeds (p ≥ 0.05 or fewer than 2 seeds per net)"
+    return Report(verdict, reasons, body, {"figure6.png": curves_figure(results)})
+
+
+def mean_response(unit: dict[str, Any]) -> float:
+    stds = unit["measured"]["response_std"]
+    return sum(stds) / len(stds)
+
+
+def responses_figure(results: StudyResults) -> bytes:
+    """Figure 7's layout: per-block response std in depth order (top) and sorted by magnitude (bottom)."""
+    fig = Figure(figsize=(9, 6.5))
+    top, bottom = fig.subplots(2, 1)
+    for net in ("cifar_plain20", "cifar_plain56", "cifar_resnet20", "cifar_resnet56"):
+        units = [u for u in results.units if u["arm"] == net]
+        if not units:
+            continue
+        blocks = len(units[0]["measured"]["response_std"])
+        means = [sum(u["measured"]["response_std"][b] for u in units) / len(units) for b in range(blocks)]
+        style = "--" if "plain" in net else "-"
+        label = net.removeprefix("cifar_")
+        top.plot(range(1, blocks + 1), means, style, marker=".", label=label)
+        bottom.plot(range(1, blocks + 1), sorted(means, reverse=True), style, marker=".", label=label)
+    top.set(xlabel="block (depth order)", ylabel="std", title="Response std of each block (test images)")
+    bottom.set(xlabel="block (sorted by magnitude)", ylabel="std")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    return png(fig)
+
+
+def report_figure7(results: StudyResults) -> Report:
+    """Verdicts: each ResNet's mean response std is below its plain twin's, and ResNet-56's below ResNet-20's."""
+    v = results.values
+    checks = [
+        ("ResNet-20 responses smaller than plain-20's", lower(v("cifar_resnet20", mean_response), v("cifar_plain20", mean_response))),
+        ("ResNet-56 responses smaller than plain-56's", lower(v("cifar_resnet56", mean_response), v("cifar_plain56", mean_response))),
+        ("ResNet-56 responses smaller than ResNet-20's", lower(v("cifar_resnet56", mean_response), v("cifar_resnet20", mean_response))),
+    ]  # fmt: skip
+    reasons = "; ".join(f"{claim}: **{part}** ({d.text(scale=1, unit='')})" for claim, (part, d) in checks)
+    rows = ["| net | seeds | mean response std over blocks |", "|---|---|---|"]
+    for net in ("cifar_plain20", "cifar_plain56", "cifar_resnet20", "cifar_resnet56"):
+        values = v(net, mean_response)
+        rows.append(f"| {net} | {len(values)} | {pm(values, scale=1, digits=3)} |")
+    body = (
+        "![Figure 7](figure7.png)\n\n" + "\n".join(rows) + "\n\nResponse: the output of each block's last "
+        "BatchNorm, before the shortcut is added and before the ReLU (in a plain net the same layer), read with a "
+        "forward hook in evaluation mode over the 10,000 test images; its standard deviation over images, "
+        "channels and positions. The paper plots every 3x3 layer; this is one per block, the residual "
+        "function's output. The nets are the `figure6` study's units."
+    )
+    return Report(
+        combine([c[1][0] for c in checks]), reasons, body, {"figure7.png": responses_figure(results)}
+    )
+
+
+CLAIM6 = (
+    "He et al. 2016, Figure 6 and Table 6 (CIFAR-10): with the same recipe, the deeper plain net (56 layers) "
+    "has a higher training error than the shallower one (20 layers), the degradation problem; the deeper "
+    "ResNet has a lower training error and a lower test error (Table 6: 8.75 / 7.51 / 7.17 / 6.97% for "
+    "ResNet-20 / 32 / 44 / 56)."
+)
+CLAIM7 = (
+    "He et al. 2016, Figure 7 (CIFAR-10): ResNets have generally smaller layer responses than their plain "
+    "counterparts, and the deeper ResNet has smaller responses than the shallower one."
+)
+ARMS = tuple(Arm(net, {"model": net}) for net in NETS)
+FIGURE6 = Study("figure6", "Figure 6 and Table 6 at full scale: deeper plain nets train worse, deeper ResNets "
+                "better", CLAIM6, RECIPE, ARMS, seeds=3, report=report_figure6, measure=measure)  # fmt: skip
+FIGURE7 = Study("figure7", "Figure 7 at full scale: residual functions respond less than plain layers",
+                CLAIM7, RECIPE, ARMS, seeds=3, report=report_figure7, measure=measure, reads="figure6")  # fmt: skip

@@ -1,0 +1,311 @@
+"""The study runner: a study is a set of units (one arm, one seed), each trained and evaluated on its own and
+recorded in `units/<unit>.json` the moment it finishes, so a study can run for days, over several sessions
+and machines, and any number of workers can share it.
+
+Design rules:
+- A unit's record holds everything its numbers need: the training settings that define it, per-epoch
+  history, final test numbers, measurements (e.g. Figure 7's responses), seconds, and the source (commit,
+  command, machine, versions). Rerunning a study skips finished units; a record whose settings differ from
+  the study's is refused by name, never silently mixed in or overwritten.
+- A unit trains into its own run folder under the work folder; a unit killed mid-way resumes from its last
+  checkpoint, and a unit another worker is training (its folder is locked) is skipped.
+- Units made at another commit than the ones already recorded are refused unless `mixed_commits` is set,
+  and then the report lists every commit.
+- The report is regenerated from the units that exist and says how many are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...files import atomic_write_text
+from ...provenance import generated_by, git_state, invocation, provenance
+from ...train import History, TrainConfig, fit
+
+# settings that make a unit's numbers what they are; speed knobs (precision, layout, compile), paths and
+# logging are recorded in the unit's `runtime` but do not define it
+MACHINE_FIELDS = frozenset({"data_root", "out", "device", "quiet", "workers", "precision", "channels_last",
+                            "compile"})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One net or variant of a study: a label and the training settings it adds to the study's recipe."""
+
+    label: str
+    changes: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One arm trained with one seed: the smallest piece of a study that runs and is recorded on its own."""
+
+    arm: Arm
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.arm.label}-seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class Study:
+    """A claim, the recipe every unit shares, the arms compared and how many seeds each gets; `measure`
+    adds numbers read off a unit's trained model, and `report` turns the recorded units into a report."""
+
+    name: str
+    title: str
+    claim: str
+    recipe: Mapping[str, Any]
+    arms: tuple[Arm, ...]
+    seeds: int
+    report: Callable[[StudyResults], Report]
+    measure: Callable[[History], dict[str, Any]] | None = None
+    reads: str | None = None  # report on this other study's units (same recipe and arms), training nothing
+
+    def units(self, seeds: int | None = None, arms: Sequence[str] | None = None) -> list[Unit]:
+        """Seed-major order, so every arm gets its first seed before any gets a second."""
+        chosen = [a for a in self.arms if not arms or a.label in arms]
+        return [Unit(a, s) for s in range(seeds or self.seeds) for a in chosen]
+
+    def settings(self, unit: Unit) -> dict[str, Any]:
+        """The training settings that define `unit` (machine-independent fields only)."""
+        values = {**self.recipe, **unit.arm.changes, "seed": unit.seed}
+        return {k: v for k, v in values.items() if k not in MACHINE_FIELDS}
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a study's report function hands back to be written: its verdict, why, and the body."""
+
+    verdict: str
+    reasons: str
+    body: str  # Markdown: tables and figure links
+    files: dict[str, bytes | str] = field(default_factory=dict)  # plots and CSVs to write beside report.md
+
+
+@dataclass
+class StudyResults:
+    """The recorded units of a study, and which of the planned ones are still missing."""
+
+    study: Study
+    units: list[dict[str, Any]]
+    missing: list[str]
+
+    def values(self, label: str, key: Callable[[dict[str, Any]], float]) -> list[float]:
+        """One number per recorded seed of arm `label`."""
+        return [key(u) for u in self.units if u["arm"] == label]
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a study keeps its records (committed) and its run folders (not committed), and its data."""
+
+    out: Path  # report.md, its plots, and units/ (unless `units` says otherwise)
+    work: Path  # the units' run folders
+    data_root: str | None = None
+    device: str = "auto"
+    units_dir: Path | None = None  # default: out / "units"
+
+    @property
+    def units(self) -> Path:
+        return self.units_dir or self.out / "units"
+
+
+def unit_path(where: Where, unit: Unit) -> Path:
+    return where.units / f"{unit.name}.json"
+
+
+def read_units(study: Study, where: Where) -> list[dict[str, Any]]:
+    """Every recorded unit of `study`, each checked against the settings the study defines for it now."""
+    records = []
+    for path in sorted(where.units.glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(
+                f"{path} is damaged ({e}); delete it and run the study again to redo that unit"
+            ) from e
+        arm = next((a for a in study.arms if a.label == record.get("arm")), None)
+        if arm is None:
+            raise ValueError(
+                f"{path} records arm {record.get('arm')!r}, which study {study.name} does not have"
+            )
+        expected = study.settings(Unit(arm, record["seed"]))
+        if record.get("settings") != expected:
+            changed = sorted(k for k in expected.keys() | record.get("settings", {}).keys()
+                             if expected.get(k) != record.get("settings", {}).get(k))  # fmt: skip
+            raise ValueError(
+                f"{path} was trained with other settings than study {study.name} defines now "
+                f"({', '.join(changed)}): move it away (and its report) to keep both, or delete it to redo it"
+            )
+        records.append(record)
+    return records
+
+
+def check_commits(records: list[dict[str, Any]], mixed_commits: bool) -> None:
+    """Refuse to add units at a commit other than the recorded ones', unless asked (the report lists them)."""
+    commit, dirty = git_state()
+    recorded = {r["source"]["commit"] for r in records}
+    if dirty:
+        raise ValueError("the source tree has uncommitted changes: commit them first, so that every unit names "
+                         "the code it ran (or run the study from a clean git worktree)")  # fmt: skip
+    if recorded and recorded != {commit} and not mixed_commits:
+        raise ValueError(
+            f"the recorded units ran at commit(s) {', '.join(sorted(c[:10] for c in recorded))}, this is "
+            f"{commit[:10]}: pass --mixed-commits to add units anyway (the report lists each unit's commit)"
+        )
+
+
+def train_unit(study: Study, unit: Unit, where: Where, threads: int | None) -> dict[str, Any] | None:
+    """Train and evaluate one unit (resuming its run folder if a checkpoint is there) and return its record,
+    or None when another worker holds its folder."""
+    run_dir = where.work / unit.name
+    values = {**study.recipe, **unit.arm.changes, "seed": unit.seed, "out": str(run_dir),
+              "data_root": where.data_root, "device": where.device, "quiet": True, "workers": 0}  # fmt: skip
+    started = time.time()
+    try:
+        if (run_dir / "state.pt").is_file():
+            history = fit(resume=run_dir, changes={"data_root": where.data_root, "device": where.device})
+        else:  # a new unit, or one killed before its first checkpoint: the folder is the runner's own
+            history = fit(TrainConfig.from_dict(values), overwrite=True)
+    except ValueError as e:
+        if "in use by another training process" in str(e):
+            return None
+        raise
+    record = {
+        "study": study.name, "unit": unit.name, "arm": unit.arm.label, "seed": unit.seed,
+        "settings": study.settings(unit),
+        "epochs": [{k: v for k, v in row.items() if v != ""} for row in history.epochs],
+        "test": history.final.summary(), "test_images": int(history.final.confusion.sum()),
+        "train_seconds": history.seconds, "wall_seconds": round(time.time() - started, 1),
+        "runtime": json.loads((run_dir / "runtime.json").read_text()),
+        "measured": study.measure(history) if study.measure else {},
+        "source": provenance(invocation(), next(history.model.parameters()).device) | source_state(),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "threads": threads,
+    }  # fmt: skip
+    return record
+
+
+def source_state() -> dict[str, Any]:
+    """The commit the unit ran at (read through this module, so tests can set it)."""
+    commit, dirty = git_state()
+    return {"commit": commit, "dirty": dirty}
+
+
+def run_study(
+    study: Study,
+    where: Where,
+    *,
+    seeds: int | None = None,
+    arms: Sequence[str] | None = None,
+    max_units: int | None = None,
+    threads: int | None = None,
+    mixed_commits: bool = False,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Train the study's missing units (all, or `max_units` of them), recording each as it finishes and
+    rewriting the report after each; returns the report's path. With `max_units=0` only the report is
+    regenerated from the units recorded so far."""
+    unknown = sorted(set(arms or ()) - {a.label for a in study.arms})
+    if unknown:
+        raise ValueError(f"study {study.name} has no arm {', '.join(unknown)}; its arms: "
+                         f"{', '.join(a.label for a in study.arms)}")  # fmt: skip
+    records = read_units(study, where)
+    if study.reads and max_units != 0:
+        raise ValueError(f"study {study.name} trains nothing: it reports on study {study.reads}'s units "
+                         f"(run that one to add units)")  # fmt: skip
+    done = {r["unit"] for r in records}
+    todo = [u for u in study.units(seeds, arms) if u.name not in done]
+    if max_units is not None:
+        todo = todo[:max_units]
+    if todo:
+        check_commits(records, mixed_commits)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    for unit in todo:
+        log(f"{study.name}: training {unit.name} into {where.work / unit.name}")
+        record = train_unit(study, unit, where, threads)
+        if record is None:
+            log(f"{study.name}: {unit.name} is being trained by another worker; skipped")
+            continue
+        atomic_write_text(unit_path(where, unit), json.dumps(record, indent=1) + "\n")
+        acc = record["test"]["accuracy"]
+        log(
+            f"{study.name}: {unit.name} test accuracy {100 * acc:.2f}% in {record['wall_seconds'] / 60:.1f} min"
+        )
+        records.append(record)
+        write_report(study, where, records, seeds)
+    return write_report(study, where, read_units(study, where), seeds)
+
+
+def write_report(study: Study, where: Where, records: list[dict[str, Any]], seeds: int | None) -> Path:
+    """report.md from the recorded units: claim, verdict, setup, the report's own body, then provenance."""
+    done = {r["unit"] for r in records}
+    planned = study.units(max(seeds or 0, study.seeds, 1 + max((r["seed"] for r in records), default=0)))
+    results = StudyResults(study, sorted(records, key=lambda r: (r["seed"], r["arm"])),
+                           [u.name for u in planned if u.name not in done])  # fmt: skip
+    report = study.report(results)
+    for name, content in report.files.items():
+        path = where.out / name
+        if isinstance(content, bytes):
+            from ...files import atomic_write
+
+            atomic_write(path, lambda tmp, data=content: tmp.write_bytes(data))
+        else:
+            atomic_write_text(path, content)
+    status = (f"{len(records)} of {len(planned)} units recorded"
+              + (f"; missing: {', '.join(results.missing)}" if results.missing else "; none missing"))  # fmt: skip
+    text = (
+        f"# {study.title}\n\n_{generated_by(regenerated_source())}_\n\n**Claim.** {study.claim}\n\n"
+        f"**Verdict: {report.verdict}.** {report.reasons}\n\n**Status.** {status}.\n\n"
+        f"## Setup\n\n{setup_text(study, records)}\n\n## Results\n\n{report.body.strip()}\n\n"
+        f"{provenance_text(records)}"
+    )
+    return atomic_write_text(where.out / "report.md", text)
+
+
+def regenerated_source() -> dict[str, Any]:
+    commit, dirty = git_state()
+    return {"command": invocation(), "commit": commit, "dirty": dirty}
+
+
+def setup_text(study: Study, records: list[dict[str, Any]]) -> str:
+    """The recipe as recorded (every setting), the arms, and the measured cost."""
+    recipe = ", ".join(f"{k}={v}" for k, v in sorted(study.recipe.items()) if k not in MACHINE_FIELDS)
+    arms = "; ".join(f"{a.label}: " + ", ".join(f"{k}={v}" for k, v in a.changes.items()) for a in study.arms)
+    lines = [f"Recipe (every unit): {recipe}", f"Arms: {arms}", f"Seeds planned per arm: {study.seeds}"]
+    formats = sorted({f"{r['runtime']['precision']} {'channels_last' if r['runtime']['channels_last'] else 'NCHW'}"
+                      f" on {r['runtime']['device']}" for r in records})  # fmt: skip
+    if formats:
+        lines.append(f"Number formats the units trained in: {'; '.join(formats)}")
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def provenance_text(records: list[dict[str, Any]]) -> str:
+    """Per unit: commit, machine, versions, command and time; the commits are listed when they differ."""
+    if not records:
+        return "## Provenance\n\nNo unit recorded yet.\n"
+    commits = sorted({r["source"]["commit"] for r in records})
+    head = (f"Units from {len(commits)} commits: {', '.join(c[:10] for c in commits)} (mixed on purpose: "
+            "`--mixed-commits`)." if len(commits) > 1 else f"Every unit ran at commit `{commits[0]}`.")  # fmt: skip
+    rows = ["| unit | commit | machine | versions | minutes | finished |", "|---|---|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: r["unit"]):
+        s, m = r["source"], r["source"]["machine"]
+        where = m.get("gpu") or f"{m['cpu']}, {r['runtime'].get('cpu_threads')} thread(s)"
+        libs = ", ".join(f"{k} {v}" for k, v in s["versions"].items() if k in ("torch", "torchvision"))
+        rows.append(f"| {r['unit']} | {s['commit'][:10]} | {where} | {libs} | {r['wall_seconds'] / 60:.1f} | "
+                    f"{r['finished']} |")  # fmt: skip
+    commands = sorted({r["source"]["command"] for r in records})
+    return (f"## Provenance\n\n{head} Commands: " + "; ".join(f"`{c}`" for c in commands) + "\n\n"
+            + "\n".join(rows) + "\n")  # fmt: skip
+
+
+__all__ = ["Arm", "Report", "Study", "StudyResults", "Unit", "Where", "run_study"]

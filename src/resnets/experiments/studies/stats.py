@@ -1,0 +1,89 @@
+"""The statistics a study's verdict comes from: Welch's t-test on per-seed numbers (scipy), never a rule of
+thumb. A claim is "supported" or "not supported" only at p < ALPHA, otherwise the verdict is "inconclusive"."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats
+
+SUPPORTS, REFUTES, INCONCLUSIVE = "supports", "does not support", "inconclusive"
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Difference:
+    """mean(a) - mean(b) over seeds, with Welch's two-sided p value and 95% confidence interval."""
+
+    difference: float
+    p: float  # nan with fewer than 2 values on a side (no spread to test against)
+    low: float
+    high: float
+    n: tuple[int, int]
+
+    def text(self, scale: float = 100, unit: str = " points") -> str:
+        if math.isnan(self.p):
+            return f"difference {scale * self.difference:+.2f}{unit} (n = {self.n[0]}, {self.n[1]}: too few seeds to test)"
+        return (
+            f"difference {scale * self.difference:+.2f}{unit} (95% CI {scale * self.low:+.2f} to "
+            f"{scale * self.high:+.2f}), Welch's t-test p = {self.p:.3g}, n = {self.n[0]}, {self.n[1]}"
+        )
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> Difference:
+    """Welch's t-test of mean(a) = mean(b) and the Welch-Satterthwaite 95% interval of the difference."""
+    diff = statistics.fmean(a) - statistics.fmean(b) if a and b else math.nan
+    if min(len(a), len(b)) < 2:
+        return Difference(diff, math.nan, math.nan, math.nan, (len(a), len(b)))
+    result = stats.ttest_ind(a, b, equal_var=False)
+    if math.isnan(result.statistic):  # both sides constant: no spread at all
+        p = 0.0 if diff != 0 else 1.0
+        return Difference(diff, p, diff, diff, (len(a), len(b)))
+    interval = result.confidence_interval(0.95)
+    return Difference(diff, float(result.pvalue), float(interval.low), float(interval.high), (len(a), len(b)))
+
+
+def lower(a: Sequence[float], b: Sequence[float]) -> tuple[str, Difference]:
+    """Verdict on the claim "a is lower than b": supported when a < b at p < ALPHA, not supported when a > b
+    at p < ALPHA, else inconclusive."""
+    d = welch(a, b)
+    if math.isnan(d.p) or d.p >= ALPHA:
+        return INCONCLUSIVE, d
+    return (SUPPORTS if d.difference < 0 else REFUTES), d
+
+
+def within(a: Sequence[float], b: Sequence[float], margin: float) -> tuple[str, Difference]:
+    """Verdict on "a and b differ by less than `margin`": supported when the 95% interval of the difference
+    lies inside (-margin, margin) (two one-sided tests at ALPHA / 2 each), not supported when it lies wholly
+    outside, else inconclusive."""
+    d = welch(a, b)
+    if math.isnan(d.p):
+        return INCONCLUSIVE, d
+    if -margin < d.low and d.high < margin:
+        return SUPPORTS, d
+    if d.low >= margin or d.high <= -margin:
+        return REFUTES, d
+    return INCONCLUSIVE, d
+
+
+def combine(verdicts: Sequence[str]) -> str:
+    """Every part of a claim must hold: one refuted part refutes it, one open part leaves it open."""
+    if REFUTES in verdicts:
+        return REFUTES
+    return SUPPORTS if verdicts and all(v == SUPPORTS for v in verdicts) else INCONCLUSIVE
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def pm(values: Sequence[float], scale: float = 100, digits: int = 2) -> str:
+    """ "mean ± std" of per-seed values (as percentages by default)."""
+    if not values:
+        return "–"
+    mean, std = mean_std(values)
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"

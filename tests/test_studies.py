@@ -1,0 +1,113 @@
+"""The study runner on tiny real data: units recorded as they finish, finished units skipped, a report from
+partial units, settings and commits never mixed silently, and the verdict statistics."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from resnets.experiments.studies import STUDIES, run_study, where
+from resnets.experiments.studies import runner as runner_module
+from resnets.experiments.studies.figure6 import FIGURE6, NETS
+from resnets.experiments.studies.stats import INCONCLUSIVE, REFUTES, SUPPORTS, lower, within
+
+CIFAR = Path(__file__).parent / "fixtures" / "cifar10"
+TINY = {"epochs": 1, "limit": 40, "test_limit": 30, "batch_size": 20}
+
+
+def tiny(study=FIGURE6, arms=("cifar_plain20", "cifar_resnet20")):  # noqa: ANN001, ANN201
+    arms = tuple(a for a in study.arms if a.label in arms)
+    return replace(study, recipe={**study.recipe, **TINY}, arms=arms, seeds=2)
+
+
+@pytest.fixture
+def commit(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A clean tree at a commit the test sets (the developer's own tree may be dirty)."""
+    state = ["a" * 40]
+    monkeypatch.setattr(runner_module, "git_state", lambda: (state[0], False))
+    return state
+
+
+def folders(tmp_path: Path, name: str = "figure6"):  # noqa: ANN201
+    return where(name, str(tmp_path / name), str(tmp_path / "work"), str(CIFAR))
+
+
+def test_units_are_recorded_skipped_when_done_and_reported_when_partial(
+    tmp_path: Path, commit: list[str]
+) -> None:
+    study, place = tiny(), folders(tmp_path)
+    run_study(study, place, max_units=1, log=lambda _: None)
+    units = sorted(p.name for p in place.units.iterdir())
+    assert units == ["cifar_plain20-seed0.json"]  # seed-major: the first arm's first seed
+    record = json.loads((place.units / units[0]).read_text())
+    assert record["settings"]["model"] == "cifar_plain20" and record["settings"]["epochs"] == 1
+    assert len(record["epochs"]) == 1 and record["test_images"] == 30
+    assert len(record["measured"]["response_std"]) == 9  # Figure 7: one std per block of a 20-layer net
+    assert record["source"]["commit"] == "a" * 40
+    report = (place.out / "report.md").read_text()
+    assert "1 of 4 units recorded" in report and "cifar_resnet20-seed0" in report
+    assert "too few seeds to test" in report and "**Verdict: inconclusive.**" in report
+    assert (place.out / "figure6.png").stat().st_size > 1000
+
+    before = (place.units / units[0]).stat().st_mtime_ns
+    trained = []
+    run_study(study, place, log=trained.append)
+    assert [line.split()[2] for line in trained if "training" in line] == [
+        "cifar_resnet20-seed0", "cifar_plain20-seed1", "cifar_resnet20-seed1"]  # fmt: skip
+    assert (place.units / units[0]).stat().st_mtime_ns == before  # the finished unit was not trained again
+    assert "4 of 4 units recorded; none missing" in (place.out / "report.md").read_text()
+
+
+def test_figure7_reports_on_figure6s_units_and_trains_nothing(tmp_path: Path, commit: list[str]) -> None:
+    run_study(tiny(), folders(tmp_path), max_units=2, log=lambda _: None)
+    figure7 = tiny(STUDIES["figure7"])
+    with pytest.raises(ValueError, match="trains nothing"):
+        run_study(figure7, folders(tmp_path, "figure7"), log=lambda _: None)
+    report = run_study(figure7, folders(tmp_path, "figure7"), max_units=0)
+    text = report.read_text()
+    assert report.parent.name == "figure7" and "mean response std" in text and "2 of " in text
+
+
+def test_other_settings_and_other_commits_are_refused_by_name(tmp_path: Path, commit: list[str]) -> None:
+    place = folders(tmp_path)
+    run_study(tiny(), place, max_units=1, log=lambda _: None)
+    changed = replace(tiny(), recipe={**tiny().recipe, "lr": 0.05})
+    with pytest.raises(
+        ValueError, match=r"cifar_plain20-seed0.json was trained with other settings .*\(lr\)"
+    ):
+        run_study(changed, place, log=lambda _: None)
+    commit[0] = "b" * 40
+    with pytest.raises(ValueError, match="--mixed-commits"):
+        run_study(tiny(), place, max_units=1, log=lambda _: None)
+    run_study(tiny(), place, max_units=1, mixed_commits=True, log=lambda _: None)
+    assert "Units from 2 commits: aaaaaaaaaa, bbbbbbbbbb" in (place.out / "report.md").read_text()
+
+
+def test_a_dirty_tree_adds_no_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner_module, "git_state", lambda: ("c" * 40, True))
+    with pytest.raises(ValueError, match="uncommitted changes"):
+        run_study(tiny(), folders(tmp_path), max_units=1, log=lambda _: None)
+
+
+def test_verdicts_come_from_welchs_test() -> None:
+    low, high = [0.080, 0.082, 0.081], [0.090, 0.091, 0.089]
+    assert lower(low, high)[0] == SUPPORTS and lower(low, high)[1].p < 0.001
+    assert lower(high, low)[0] == REFUTES
+    assert lower([0.08, 0.09, 0.07], [0.081, 0.092, 0.069])[0] == INCONCLUSIVE  # overlapping seeds
+    assert lower([0.08], [0.09])[0] == INCONCLUSIVE  # one seed: nothing to test against
+    # "under a point": a tight difference of 0.1 point passes; a 3-point one is refuted
+    assert (
+        within([0.081, 0.0812, 0.0808, 0.081, 0.0811], [0.080, 0.0801, 0.0799, 0.080, 0.0802], 0.01)[0]
+        == SUPPORTS
+    )
+    assert within([0.11, 0.111, 0.109], [0.08, 0.081, 0.079], 0.01)[0] == REFUTES
+
+
+def test_figure6_has_the_papers_nets_and_recipe() -> None:
+    assert {a.label for a in FIGURE6.arms} == set(NETS) and FIGURE6.seeds >= 3
+    r = FIGURE6.recipe
+    assert (r["data"], r["crop_padding"], r["flip"], r["tta"], r["limit"], r["image_size"]) == (
+        "cifar10", 4, True, False, None, None)  # fmt: skip
