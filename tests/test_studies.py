@@ -111,3 +111,19 @@ def test_figure6_has_the_papers_nets_and_recipe() -> None:
     r = FIGURE6.recipe
     assert (r["data"], r["crop_padding"], r["flip"], r["tta"], r["limit"], r["image_size"]) == (
         "cifar10", 4, True, False, None, None)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["shortcuts", "d2l"])
+def test_each_study_trains_a_unit_and_reports_on_tiny_data(
+    tmp_path: Path, commit: list[str], name: str
+) -> None:
+    study = STUDIES[name]
+    study = replace(study, recipe={**study.recipe, **TINY, "image_size": 32 if name == "d2l" else None})
+    data = CIFAR if study.recipe["data"] == "cifar10" else CIFAR.parent / "fashion-mnist"
+    place = where(name, str(tmp_path / name), str(tmp_path / "work"), str(data))
+    report = run_study(study, place, max_units=2, log=lambda _: None).read_text()
+    assert f"2 of {len(study.arms) * study.seeds} units recorded" in report
+    assert "**Verdict: supports.**" not in report  # two tiny units cannot show these claims
+    records = [json.loads(p.read_text()) for p in place.units.iterdir()]
+    if name == "shortcuts":  # A and B differ in their parameters: the option really reached the model
+        assert {r["settings"]["shortcut"] for r in records} == {"A", "B"}

@@ -231,6 +231,8 @@ def run_study(
 
         torch.set_num_threads(threads)
     for unit in todo:
+        if unit_path(where, unit).is_file():
+            continue  # another worker finished it meanwhile
         log(f"{study.name}: training {unit.name} into {where.work / unit.name}")
         record = train_unit(study, unit, where, threads)
         if record is None:

@@ -87,3 +87,18 @@ def pm(values: Sequence[float], scale: float = 100, digits: int = 2) -> str:
         return "–"
     mean, std = mean_std(values)
     return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def reaches(values: Sequence[float], target: float, margin: float) -> tuple[str, str]:
+    """Verdict on "the recipe reaches `target` (a source's single number) to within `margin`": supported when
+    the 95% t-interval of the seeds' mean lies above target - margin, not supported when it lies below it,
+    else inconclusive; with the interval as text."""
+    if len(values) < 2:
+        return INCONCLUSIVE, f"n = {len(values)}: too few seeds for an interval"
+    mean, std = mean_std(values)
+    half = stats.t.ppf(0.975, len(values) - 1) * std / math.sqrt(len(values))
+    low, high = mean - half, mean + half
+    text = f"mean {100 * mean:.2f}%, 95% CI {100 * low:.2f} to {100 * high:.2f}%, n = {len(values)}"
+    if low > target - margin:
+        return SUPPORTS, text
+    return (REFUTES if high < target - margin else INCONCLUSIVE), text
