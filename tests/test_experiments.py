@@ -20,6 +20,7 @@ from resnets.cli import build_parser, main
 from resnets.experiments import EXPERIMENTS, ExperimentOptions
 from resnets.experiments.report import INCONCLUSIVE, REFUTES, SUPPORTS, combine, compare, ordered, pm
 from resnets.experiments.responses import response_stds
+from resnets.experiments.studies import STUDIES
 from resnets.experiments.training import PER_RUN
 from resnets.models import count_macs, count_params, create_model
 from resnets.models.blocks import ResidualBlock
@@ -271,6 +272,9 @@ def test_committed_reports_name_their_commit_and_command() -> None:
         pytest.skip("no .git folder (an sdist or a copy): commits cannot be checked")
     for path in reports:
         text, name = path.read_text(), path.parent.name
+        if (path.parent / "summary.json").is_file():  # a full-scale study: each unit names its source
+            assert_study_reproducible(path.parent)
+            continue
         if "## Provenance" not in text:
             assert re.search(
                 rf"^\| \[{name}\]\({name}/report\.md\) \| not yet re-run", index, re.MULTILINE
@@ -288,6 +292,20 @@ def assert_reproducible(report: str, name: str) -> None:
     argv = shlex.split(record["command"])
     args = build_parser().parse_args(argv[1:])
     assert (argv[0], args.command, args.name) == ("resnets", "experiment", name)
+
+
+def assert_study_reproducible(folder: Path) -> None:
+    """Every unit of a committed study names a commit of this repository and a `resnets study` command of a
+    study that owns (or reads) this folder's units."""
+    name = json.loads((folder / "summary.json").read_text())["name"]
+    units = folder / "units" if (folder / "units").is_dir() else folder.parent / STUDIES[name].reads / "units"
+    for path in units.glob("*.json"):
+        source = json.loads(path.read_text())["source"]
+        found = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{source['commit']}^{{commit}}"])
+        assert found.returncode == 0 and source["dirty"] is False, (path, source["commit"])
+        argv = shlex.split(source["command"])
+        args = build_parser().parse_args(argv[1:])
+        assert (argv[0], args.command) == ("resnets", "study") and args.name in (name, STUDIES[name].reads)
 
 
 def test_spec_overrides_from_json_build_a_smaller_net() -> None:

@@ -71,6 +71,21 @@ def test_figure7_reports_on_figure6s_units_and_trains_nothing(tmp_path: Path, co
     assert report.parent.name == "figure7" and "mean response std" in text and "2 of " in text
 
 
+def test_the_index_between_the_markers_is_rewritten_from_every_study(
+    tmp_path: Path, commit: list[str]
+) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"# Studies\n\nby hand\n\n{runner_module.INDEX_BEGIN}\nold\n{runner_module.INDEX_END}\n\nafter\n"
+    )
+    run_study(tiny(), folders(tmp_path), max_units=1, log=lambda _: None)
+    text = readme.read_text()
+    assert text.startswith("# Studies\n\nby hand") and text.endswith("after\n") and "old" not in text
+    row = next(line for line in text.splitlines() if line.startswith("| [Figure 6"))
+    assert "(figure6/report.md)" in row and "**inconclusive**" in row and "1 of 4 units recorded" in row
+    assert row.split(" | ")[2] == "test error: no unit yet"  # no ResNet unit yet: no Table 6 number
+
+
 def test_other_settings_and_other_commits_are_refused_by_name(tmp_path: Path, commit: list[str]) -> None:
     place = folders(tmp_path)
     run_study(tiny(), place, max_units=1, log=lambda _: None)

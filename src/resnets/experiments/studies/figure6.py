@@ -122,7 +122,9 @@ def report_figure6(results: StudyResults) -> Report:
     )
     if verdict == INCONCLUSIVE:
         reasons += ". Inconclusive parts need more seeds (p ≥ 0.05 or fewer than 2 seeds per net)"
-    return Report(verdict, reasons, body, {"figure6.png": curves_figure(results)})
+    headline = "; ".join(f"{net.removeprefix('cifar_')} {pm(v(net, test))}% (paper {TABLE6[net]}%)"
+                         for net in NETS if net in TABLE6 and v(net, test)) or "no unit yet"  # fmt: skip
+    return Report(verdict, reasons, body, "test error: " + headline, {"figure6.png": curves_figure(results)})
 
 
 def mean_response(unit: dict[str, Any]) -> float:
@@ -173,9 +175,12 @@ def report_figure7(results: StudyResults) -> Report:
         "channels and positions. The paper plots every 3x3 layer; this is one per block, the residual "
         "function's output. The nets are the `figure6` study's units."
     )
-    return Report(
-        combine([c[1][0] for c in checks]), reasons, body, {"figure7.png": responses_figure(results)}
-    )
+    headline = "mean response std: " + "; ".join(
+        f"{net.removeprefix('cifar_')} {pm(v(net, mean_response), scale=1, digits=3)}"
+        for net in ("cifar_plain20", "cifar_resnet20", "cifar_plain56", "cifar_resnet56") if v(net, mean_response)
+    )  # fmt: skip
+    figures = {"figure7.png": responses_figure(results)}
+    return Report(combine([c[1][0] for c in checks]), reasons, body, headline, figures)
 
 
 CLAIM6 = (
