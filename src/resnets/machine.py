@@ -45,7 +45,12 @@ def free_cores() -> tuple[int, int, float]:
     less the busy ones, at least 1. OpenMP threads wait for each other at every op, so a thread that shares its
     core with another process slows all of them down (docs/benchmarks.md, "A busy machine")."""
     busy, cores = busy_cores(), core_count()
-    return max(1, cores - round(busy)), cores, busy
+    return idle_cores(busy, cores), cores, busy
+
+
+def idle_cores(busy: float, cores: int) -> int:
+    """Cores of `cores` that other processes' `busy` cores' worth of load leaves free, at least 1."""
+    return max(1, cores - round(busy))
 
 
 def cpu_model() -> str:

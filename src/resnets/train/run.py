@@ -230,7 +230,9 @@ def tune_cpu_format(cfg: TrainConfig, runtime: Runtime, model: ResNet, bundle: D
     """On a CPU, choose the formats left to "auto" (precision, channels_last) by speed, not by feature flags:
     runs long enough time their own model (a few steps of each format, when that costs under ~5% of the
     run); others (short runs, large images, distributed jobs, --deterministic) take this machine's cached
-    ranking for a reference step (`machine_format`). runtime.json records the choice for --resume."""
+    ranking for a reference step (`machine_format`: measured now, cached, provisional, or this CPU's
+    known-good format when nothing could be timed; the log says which). runtime.json records the choice for
+    --resume."""
     precisions = [None, torch.bfloat16] if cfg.precision == "auto" and cpu_has_bf16() else [runtime.amp_dtype]
     layouts = [False, True] if cfg.channels_last is None else [cfg.channels_last]
     if runtime.device.type != "cpu" or len(precisions) * len(layouts) == 1:
@@ -243,16 +245,13 @@ def tune_cpu_format(cfg: TrainConfig, runtime: Runtime, model: ResNet, bundle: D
     best, speeds = (
         fastest_cpu_format(model, shape, bundle.num_classes, precisions, layouts) if own else (None, {})
     )
+    where = "for this run"
     if best is None or speeds[str(best)] <= 0:  # not timed here, or one step too slow to time
         cache = cache_dir() / "cpu_formats.json"
-        best, speeds = distributed.on_main(partial(machine_format, precisions, layouts, cache))
-        own = False
+        chosen = distributed.on_main(partial(machine_format, precisions, layouts, cache))
+        best, speeds, own, where = chosen.best, chosen.speeds, False, f"on this machine ({chosen.describe()})"
     ranked = ", ".join(f"{n} {s:.0f} img/s" for n, s in sorted(speeds.items(), key=lambda kv: -kv[1]))
-    log(
-        cfg,
-        runtime,
-        f"fastest training format {'for this run' if own else 'on this machine (cached)'}: {ranked}",
-    )
+    log(cfg, runtime, f"fastest training format {where}: {ranked or best}")
     runtime = replace(runtime, amp_dtype=best.amp_dtype, channels_last=best.channels_last)
     if own and cfg.compile is None:
         runtime = choose_compile(cfg, runtime, model, bundle, speeds[str(best)], shape)
