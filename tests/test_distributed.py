@@ -35,7 +35,7 @@ TINY = dict(data_root=str(FIXTURE), limit=64, epochs=2, image_size=16, precision
 TINY_FLAGS = ["--data-root", str(FIXTURE), "--limit", "64", "--epochs", "2", "--image-size", "16",
               "--precision", "fp32", "--crop-padding", "0", "--no-flip", "--workers", "0", "--device", "cpu",
               "--seed", "3", "--batch-size", "32", "--sync-bn"]  # fmt: skip
-RUN_FILES = {"config.json", "runtime.json", "results.json", "metrics.csv", "last.safetensors", "state.pt",
+RUN_FILES = {".resnets-run.json", "config.json", "runtime.json", "results.json", "metrics.csv", "last.safetensors", "state.pt",
              "report.md", "curves.png", "confusion.png", "roc_pr.png", "tensorboard"}  # fmt: skip
 
 

@@ -160,7 +160,7 @@ def test_two_runs_into_one_folder_leave_one_whole_run(tmp_path: Path) -> None:
     assert rc == 2 and ("in use by another" in err or "already holds a run" in err), err
     assert TrainConfig.load(out / "config.json").seed == int(winners[0])
     assert read_meta(out / "last.safetensors")["epoch"] == 1 and load_state(out)["epoch"] == 1
-    assert not list(out.glob(".*.tmp*"))
+    assert not list(out.glob(".resnets-tmp-*"))
 
 
 def test_a_new_run_never_replaces_a_finished_one_unless_asked(tmp_path: Path) -> None:
@@ -174,6 +174,75 @@ def test_a_new_run_never_replaces_a_finished_one_unless_asked(tmp_path: Path) ->
     fit(tiny_config(out, seed=2), overwrite=True)
     assert TrainConfig.load(out / "config.json").seed == 2 and digest(out / "last.safetensors") != before
     assert (out / "notes.txt").read_text() == "mine", "--overwrite removed a file that is not the run's"
+
+
+def test_only_our_own_files_are_ever_removed(tmp_path: Path) -> None:
+    """A user's hidden and .tmp files survive a claim and --overwrite; our own killed writes' temporary
+    folders (with what safetensors put in them) are swept; a folder whose config.json or report.md no run
+    wrote is refused, not overwritten."""
+    out = tmp_path / "run"
+    out.mkdir()
+    mine = {".env.tmpl": "SECRET=1", ".cache.tmp": "x", ".notes.md.abc.tmp.md": "y", "notes.txt": "z"}
+    for name, text in mine.items():
+        (out / name).write_text(text)
+    killed = out / f"{files.TEMP_PREFIX}dead"
+    killed.mkdir()
+    (killed / ".tmpAB12cd").write_bytes(b"half a safetensors file")
+    fit(tiny_config(out, seed=1))
+    fit(tiny_config(out, seed=2), overwrite=True)
+    assert {name: (out / name).read_text() for name in mine} == mine
+    assert not killed.exists() and not list(out.glob(f"{files.TEMP_PREFIX}*"))
+
+    user = tmp_path / "project"
+    user.mkdir()
+    (user / "config.json").write_text('{"mine": true}')
+    (user / "report.md").write_text("# my report")
+    for overwrite in (False, True):
+        with pytest.raises(
+            ValueError, match=r"holds config.json, report.md, which no resnets run there wrote"
+        ):
+            fit(tiny_config(user), overwrite=overwrite)
+    assert (user / "config.json").read_text() == '{"mine": true}' and (
+        user / "report.md"
+    ).read_text() == "# my report"
+
+
+def test_a_run_that_died_before_its_first_checkpoint_can_be_run_again(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    rundir.claim(out, resume=False, overwrite=False)  # a run that wrote its manifest, then died
+    files.atomic_write_text(out / "config.json", tiny_config(out).to_json())
+    rundir.release(out)
+    with pytest.raises(ValueError, match="stopped before its first checkpoint; start it again"):
+        fit(resume=out)
+    assert fit(tiny_config(out)).epochs  # the same command again, no --overwrite needed
+
+
+def test_predict_never_writes_over_a_runs_files(trained_run: Path, tmp_path: Path) -> None:
+    image = sorted((CIFAR / "test" / "cat").iterdir())[0]
+    before = {name: digest(trained_run / name) for name in ("config.json", "results.json")}
+    for name in before:
+        rc, _, err = finish(cli("predict", str(trained_run), str(image), "--output", str(trained_run / name)))
+        assert rc == 2 and f"is a file of the run in {trained_run}" in err, err
+    assert {name: digest(trained_run / name) for name in before} == before
+    rc, _, err = finish(
+        cli("predict", str(trained_run), str(image), "--cam", str(trained_run / "tensorboard"))
+    )
+    assert rc == 2 and "--cam" in err, err
+
+
+def test_cams_of_images_with_one_name_in_two_folders_are_both_kept(trained_run: Path, tmp_path: Path) -> None:
+    for folder, cls in (("a", "cat"), ("b", "dog")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(sorted((CIFAR / "test" / cls).iterdir())[0], tmp_path / folder / "x.png")
+    cams = tmp_path / "cams"
+    rc, _, err = finish(
+        cli("predict", str(trained_run), str(tmp_path / "a"), str(tmp_path / "b"), "--cam", str(cams))
+    )
+    assert rc == 0, err
+    written = sorted(p.name for p in cams.iterdir())
+    assert written == ["a_x.cam.png", "b_x.cam.png"] and digest(cams / written[0]) != digest(
+        cams / written[1]
+    )
 
 
 def test_resume_applies_safe_changes_and_refuses_the_rest(
@@ -292,7 +361,7 @@ def test_a_killed_run_leaves_no_torn_file_and_resume_cleans_up(tmp_path: Path) -
     rc, _, err = finish(proc)
     assert rc == 0, err
     assert killed >= 2, "the runs finished before they could be killed: make them longer"
-    assert load_state(out)["epoch"] == 4 and not list(out.glob(".*.tmp*"))
+    assert load_state(out)["epoch"] == 4 and not list(out.glob(".resnets-tmp-*"))
 
 
 # ------------------------------------------------------------- bad input: one line, exit 2, no traceback

@@ -132,15 +132,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .files import atomic_write_text
     from .train.progress import progress
     from .train.runtime import apply_threads
-    from .trained import expand_images, load_trained, predict, predictions_csv, write_cam
+    from .trained import cam_names, expand_images, load_trained, predict, predictions_csv, write_cam
 
     if args.output and Path(args.output).suffix not in (".csv", ".json"):
         raise ValueError(f"--output {args.output}: write .csv or .json")
+    refuse_run_file(args.output, "--output")
     apply_threads()  # the cores other processes leave idle (ONNX Runtime is given as many)
     trained = load_trained(args.weights, args.model, args.num_classes, args.in_channels)
     paths = expand_images(args.images)
     if not paths:
         raise ValueError(f"no image files found in {' '.join(args.images)}")
+    cams = {p: Path(args.cam) / name for p, name in cam_names(paths).items()} if args.cam else {}
+    for target in cams.values():
+        refuse_run_file(target, "--cam")
     answers, failed = [], 0
     shown = progress(
         predict(trained, paths, args.top_k, args.batch_size, args.runtime),
@@ -156,7 +160,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         else:
             print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
         if args.cam and not isinstance(top, Exception):
-            write_cam(path, trained, Path(args.cam))
+            write_cam(path, trained, cams[path])
     if args.output:
         rows = [
             {"image": str(p), "top": [{"class": c, "probability": q} for c, q in top]} for p, top in answers
@@ -168,6 +172,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             + (f"; {failed} image(s) failed" if failed else "")
         )
     return 2 if failed else 0
+
+
+def refuse_run_file(path: str | Path | None, flag: str) -> None:
+    """Refuse to write a file a training run owns (its config, weights, results): it would break the run."""
+    from .train.rundir import owner_of
+
+    if path is not None and (owner := owner_of(path)) is not None:
+        raise ValueError(
+            f"{flag} {path} is a file of the run in {owner}, which it would destroy: write elsewhere"
+        )
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
@@ -457,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cam",
         default=None,
         metavar="DIR",
-        help="also write a Grad-CAM overlay of the predicted class per image: DIR/<name>.cam.png",
+        help="also write a Grad-CAM overlay of the predicted class per image: DIR/<name>.cam.png (with its folders' names where two images share a name)",
     )
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
                    help="what serves the BN-folded model: auto (default: ONNX Runtime on a CPU when installed, "

@@ -1,16 +1,18 @@
 """The one way this project writes a file: atomically, durably, with the user's permissions.
 
-Design rule (stated once, followed everywhere): every file is written to a temporary name in its own folder,
-flushed to disk (`fsync`), then renamed over the target, and the folder is synced. A reader therefore sees
-the old file or the new one, never half of one; a crash or a full disk loses at most the file being written;
-the temporary is removed when the write fails, and one left by a killed process is removed later
-(`remove_stale_temps`). This module imports nothing from the package, so every layer may use it.
+Design rule (stated once, followed everywhere): every file is written in a private temporary folder beside
+it (named `.resnets-tmp-*`, a prefix nothing else uses), flushed to disk (`fsync`), then renamed over the
+target, and the folder is synced. A reader therefore sees the old file or the new one, never half of one; a
+crash or a full disk loses at most the file being written; the temporary folder is removed when the write
+fails, and one left by a killed process is removed later (`remove_stale_temps`), with whatever temporaries
+the writing library put in it. A user's own hidden or `.tmp` files are never touched. This module imports nothing from the package, so every layer may use it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,10 +27,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RESNETS_CACHE") or Path.home() / ".cache" / "resnets").expanduser()
 
 
-def _temp_name(path: Path) -> tuple[str, str]:
-    """(prefix, suffix) of `path`'s temporaries: hidden, and ending in the real suffix so that writers which
-    infer the format from it (matplotlib, numpy, torch.export) still do."""
-    return f".{path.name}.", f".tmp{path.suffix}"
+TEMP_PREFIX = (
+    ".resnets-tmp-"  # the only names this project sweeps: a user's own ".x.tmp" files are never touched
+)
+
+
+def _temp_dir(folder: Path) -> Path:
+    """A private folder beside the target (same file system, so the final rename is atomic) that holds the
+    temporary and whatever temporaries the library writing it makes (safetensors, torch.export): everything
+    a killed write leaves is inside one folder with our prefix."""
+    return Path(tempfile.mkdtemp(dir=folder, prefix=TEMP_PREFIX))
 
 
 def _fsync(path: str | Path, directory: bool = False) -> None:
@@ -53,18 +61,16 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     `path` keeps its previous content."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path.parent, path.name)
-    prefix, suffix = _temp_name(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
-    os.close(fd)
+    remove_stale_temps(path.parent)
+    private = _temp_dir(path.parent)
+    tmp = private / path.name  # the real name and suffix: writers that infer the format from it still do
     try:
-        write(Path(tmp))
+        write(tmp)
         os.chmod(tmp, _user_mode())
         _fsync(tmp)
         os.replace(tmp, path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        shutil.rmtree(private, ignore_errors=True)
     with contextlib.suppress(OSError):  # some file systems cannot sync a directory; the rename stands
         _fsync(path.parent, directory=True)
     return path
@@ -78,14 +84,14 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def remove_stale_temps(folder: Path, name: str | None = None, older_than: float = STALE_SECONDS) -> int:
-    """Delete temporaries that `atomic_write` left in `folder` (only those of `name`, if given) when their
-    process was killed, if older than `older_than` seconds (0: all, for a folder this process owns)."""
+def remove_stale_temps(folder: Path, older_than: float = STALE_SECONDS) -> int:
+    """Delete the private temporary folders `atomic_write` left in `folder` when their process was killed, if
+    older than `older_than` seconds (0: all, for a folder this process owns). Nothing without our prefix is
+    touched."""
     removed, now = 0, time.time()
-    pattern = f".{name}.*.tmp*" if name else ".*.tmp*"
-    for tmp in folder.glob(pattern):
+    for tmp in folder.glob(f"{TEMP_PREFIX}*"):
         with contextlib.suppress(OSError):
-            if tmp.is_file() and now - tmp.stat().st_mtime >= older_than:
-                tmp.unlink()
+            if tmp.is_dir() and not tmp.is_symlink() and now - tmp.stat().st_mtime >= older_than:
+                shutil.rmtree(tmp)
                 removed += 1
     return removed

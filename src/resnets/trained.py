@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import glob
 import io
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,15 +160,28 @@ def load_image(path: str | Path, trained: Trained) -> torch.Tensor:
     return TF.normalize(eval_image(path, trained).float() / 255, list(trained.mean), list(trained.std))
 
 
-def write_cam(path: str | Path, trained: Trained, out_dir: Path) -> Path:
-    """Grad-CAM of the predicted class over the image as the model saw it, as `<out_dir>/<name>.cam.png`."""
+def write_cam(path: str | Path, trained: Trained, target: Path) -> Path:
+    """Grad-CAM of the predicted class over the image as the model saw it, as a PNG at `target`."""
     image = eval_image(path, trained)
     x = TF.normalize(image.float() / 255, list(trained.mean), list(trained.std))[None]
     picture = overlay(image, grad_cam(trained.model, x)[0])
     from PIL import Image
 
-    target = out_dir / f"{Path(path).stem}.cam.png"
     return atomic_write(target, lambda tmp: Image.fromarray(picture).save(tmp, format="PNG"))
+
+
+def cam_names(paths: list[Path]) -> dict[Path, str]:
+    """A CAM file name per image, `<name>.cam.png` where that is unique, else with as many of the path's
+    folders as make every name unique (`a/x.png`, `b/x.png` -> `a_x.cam.png`, `b_x.cam.png`)."""
+    parts = {p: Path(os.path.abspath(p)).with_suffix("").parts[1:] for p in paths}
+    for depth in range(1, max(map(len, parts.values()), default=1) + 1):
+        names = {p: "_".join(q[-depth:]) + ".cam.png" for p, q in parts.items()}
+        owners: dict[str, set[str]] = {}
+        for p, name in names.items():
+            owners.setdefault(name, set()).add(os.path.abspath(p))
+        if all(len(files) == 1 for files in owners.values()):
+            break
+    return names
 
 
 def expand_images(inputs: list[str | Path]) -> list[Path]:
