@@ -4,6 +4,7 @@ partial units, settings and commits never mixed silently, and the verdict statis
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -128,13 +129,33 @@ def test_figure6_has_the_papers_nets_and_recipe() -> None:
         "cifar10", 4, True, False, None, None)  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["shortcuts", "d2l"])
+def folder_data(tmp_path: Path, test: str, classes: dict[str, str]) -> Path:
+    """A tiny train/ + `test`/ image folder from the CIFAR-10 fixture's classes, renamed."""
+    root = tmp_path / "folder"
+    for split, target in (("train", "train"), ("test", test)):
+        for theirs, ours in classes.items():
+            shutil.copytree(CIFAR / split / theirs, root / target / ours)
+    return root
+
+
+@pytest.mark.parametrize("name", ["shortcuts", "d2l", "fastbook", "chest-xray"])
 def test_each_study_trains_a_unit_and_reports_on_tiny_data(
     tmp_path: Path, commit: list[str], name: str
 ) -> None:
     study = STUDIES[name]
-    study = replace(study, recipe={**study.recipe, **TINY, "image_size": 32 if name == "d2l" else None})
-    data = CIFAR if study.recipe["data"] == "cifar10" else CIFAR.parent / "fashion-mnist"
+    small = {
+        "image_size": None if name == "shortcuts" else 32,
+        "test_limit": None if name == "chest-xray" else 30,
+    }
+    study = replace(study, recipe={**study.recipe, **TINY, **small})
+    data = {
+        "shortcuts": lambda: CIFAR,
+        "d2l": lambda: CIFAR.parent / "fashion-mnist",
+        "fastbook": lambda: folder_data(
+            tmp_path, "val", {"cat": "n02123045", "dog": "n02085620", "ship": "n03673027"}
+        ),
+        "chest-xray": lambda: folder_data(tmp_path, "test", {"cat": "NORMAL", "dog": "PNEUMONIA"}),
+    }[name]()
     place = where(name, str(tmp_path / name), str(tmp_path / "work"), str(data))
     report = run_study(study, place, max_units=2, log=lambda _: None).read_text()
     assert f"2 of {len(study.arms) * study.seeds} units recorded" in report

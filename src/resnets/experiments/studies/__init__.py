@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from .figure6 import FIGURE6, FIGURE7
-from .recipes import D2L, SHORTCUTS
+from .recipes import D2L, FASTBOOK, SHORTCUTS, XRAY
 from .runner import Study, Where, run_study
 
-STUDIES: dict[str, Study] = {s.name: s for s in (FIGURE6, FIGURE7, SHORTCUTS, D2L)}
+STUDIES: dict[str, Study] = {s.name: s for s in (FIGURE6, FIGURE7, SHORTCUTS, D2L, FASTBOOK, XRAY)}
 
 
 def where(name: str, out: str | None, work: str | None, data_root: str | None, device: str = "auto") -> Where:
