@@ -25,7 +25,8 @@ from resnets.cli import build_parser
 from resnets.data import load_dataset, make_loader
 from resnets.models import create_model
 from resnets.train import TrainConfig, fit
-from resnets.train.distributed import elastic_resume, process_group, sync_batch_norm, world_size, wrap
+from resnets.train.distributed import process_group, sync_batch_norm, world_size, wrap
+from resnets.train.folder import elastic_resume
 from resnets.train.optim import make_optimizer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "fashion-mnist"
@@ -191,12 +192,12 @@ def test_elastic_resume_only_after_a_restart_of_the_same_run(
     cfg = TrainConfig(out=str(tmp_path), epochs=3)
     (tmp_path / "config.json").write_text(cfg.to_json())
     (tmp_path / "state.pt").write_bytes(b"")
-    assert elastic_resume(cfg, None) is None  # first attempt: a fresh run
+    assert elastic_resume(cfg) is None  # first attempt: a fresh run
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
-    assert elastic_resume(cfg, None) == tmp_path
-    assert elastic_resume(TrainConfig(out=str(tmp_path), epochs=4), None) is None  # another run's folder
+    assert elastic_resume(cfg) == tmp_path
+    assert elastic_resume(TrainConfig(out=str(tmp_path), epochs=4)) is None  # another run's folder
     (tmp_path / "state.pt").unlink()
-    assert elastic_resume(cfg, None) is None  # killed before the first checkpoint: start over
+    assert elastic_resume(cfg) is None  # killed before the first checkpoint: start over
 
 
 def test_nproc_relaunches_the_same_command_without_itself(monkeypatch: pytest.MonkeyPatch) -> None:

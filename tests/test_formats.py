@@ -15,7 +15,7 @@ import torch
 from resnets import create_model
 from resnets.machine import cpu_has_bf16, cpu_model
 from resnets.train import TrainConfig, autotune, fit
-from resnets.train import run as run_module
+from resnets.train import setup as train_setup
 from resnets.train.autotune import (
     COMPILE_MIN_SECONDS,
     Candidate,
@@ -206,7 +206,7 @@ def test_the_log_says_how_old_the_cached_ranking_is(
     cfg = TrainConfig(data_root=str(FASHION), epochs=1, batch_size=16, limit=32, image_size=8, workers=0)
     bundle = load_data(cfg)
     runtime = Runtime(torch.device("cpu"), None, False)
-    tuned = run_module.tune_cpu_format(cfg, runtime, build_model(cfg, bundle), bundle)
+    tuned = train_setup.tune_cpu_format(cfg, runtime, build_model(cfg, bundle), bundle)
     assert "on this machine (cached 3 days ago): " in capsys.readouterr().out
     assert tuned.channels_last, "fp32 channels_last beats fp32 NCHW in the cached ranking"
 
@@ -236,18 +236,18 @@ def test_long_cpu_runs_time_torch_compile_and_keep_it_only_when_it_pays(
         asked.append(candidate)
         return timings.pop(0)
 
-    monkeypatch.setattr(run_module, "time_compiled", timed)
+    monkeypatch.setattr(train_setup, "time_compiled", timed)
     img_s = images / COMPILE_MIN_SECONDS  # exactly the shortest run that is timed
     timings[:] = [CompileTiming(img_s, 1.25 * img_s, compile_s=COMPILE_MIN_SECONDS * 0.1)]  # saves 20%: 2x
-    assert run_module.choose_compile(cfg, runtime, model, bundle, img_s, shape).compile
+    assert train_setup.choose_compile(cfg, runtime, model, bundle, img_s, shape).compile
     assert asked == [Candidate(torch.bfloat16, True)], "the run's own format is the one compiled"
     timings[:] = [CompileTiming(img_s, 1.25 * img_s, compile_s=COMPILE_MIN_SECONDS * 0.11)]
-    assert not run_module.choose_compile(cfg, runtime, model, bundle, img_s, shape).compile
+    assert not train_setup.choose_compile(cfg, runtime, model, bundle, img_s, shape).compile
     asked.clear()
-    assert not run_module.choose_compile(cfg, runtime, model, bundle, img_s * 1.01, shape).compile
+    assert not train_setup.choose_compile(cfg, runtime, model, bundle, img_s * 1.01, shape).compile
     assert asked == [], "a shorter run is not timed at all"
     progressive = replace(cfg, progressive_from=4)  # new sizes every epoch: each would compile again
-    assert not run_module.choose_compile(progressive, runtime, model, bundle, img_s, shape).compile
+    assert not train_setup.choose_compile(progressive, runtime, model, bundle, img_s, shape).compile
     assert asked == [], "not timed with progressive resizing"
 
 

@@ -30,8 +30,9 @@ from resnets.cli import main
 from resnets.data import load_dataset
 from resnets.data.errors import DataError
 from resnets.deploy import export_model
-from resnets.train import TrainConfig, fit, rundir
+from resnets.train import TrainConfig, fit
 from resnets.train.checkpoint import load_state, read_meta
+from resnets.train.folder import RunFolder
 from resnets.train.loop import model_spec
 
 
@@ -135,12 +136,13 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_folder_in_use_is_refused_by_another_process(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    rundir.claim(out, resume=False, overwrite=False)  # this test process trains into it
+    folder = RunFolder(out)
+    folder.claim(resume=False, overwrite=False)  # this test process trains into it
     try:
         rc, _, err = finish(cli("train", *TINY, "--out", str(out)))
         assert rc == 2 and "is in use by another training process" in err, err
     finally:
-        rundir.release(out)
+        folder.release()
     assert fit(tiny_config(out)).epochs, "once released, the folder can be trained into"
 
 
@@ -209,9 +211,10 @@ def test_only_our_own_files_are_ever_removed(tmp_path: Path) -> None:
 
 def test_a_run_that_died_before_its_first_checkpoint_can_be_run_again(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    rundir.claim(out, resume=False, overwrite=False)  # a run that wrote its manifest, then died
+    folder = RunFolder(out)
+    folder.claim(resume=False, overwrite=False)  # a run that wrote its manifest, then died
     files.atomic_write_text(out / "config.json", tiny_config(out).to_json())
-    rundir.release(out)
+    folder.release()
     with pytest.raises(ValueError, match="stopped before its first checkpoint; start it again"):
         fit(resume=out)
     assert fit(tiny_config(out)).epochs  # the same command again, no --overwrite needed

@@ -241,13 +241,13 @@ def test_grad_scaler_state_round_trips() -> None:
 def test_fp16_loss_scale_is_checkpointed_and_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run with a GradScaler (fp16 on a GPU; PyTorch's CPU scaler here) saves its scale with every epoch and
     a resumed run goes on from it: with growth every finite step, the scale counts the steps taken."""
-    from resnets.train import run as run_module
+    from resnets.train import setup as train_setup
 
     def runtime_with_scaler(cfg: TrainConfig) -> Runtime:
         scaler = torch.amp.GradScaler("cpu", init_scale=1.0, growth_interval=1)
         return Runtime(torch.device("cpu"), None, False, scaler=scaler)
 
-    monkeypatch.setattr(run_module, "resolve_runtime", runtime_with_scaler)
+    monkeypatch.setattr(train_setup, "resolve_runtime", runtime_with_scaler)
     out = tmp_path / "run"
     cfg = TrainConfig(model="cifar_resnet20", data="fashion-mnist", data_root=str(FASHION), epochs=1, batch_size=16,
                       limit=48, test_limit=16, image_size=8, precision="fp32", channels_last=False, out=str(out),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -23,13 +24,15 @@ import resnets
 from resnets import create_model
 from resnets.data import DataBundle, TensorSplit, make_loader, mixup
 from resnets.train import History, TrainConfig, evaluate, fit
+from resnets.train import folder as folder_module
 from resnets.train import run as run_module
+from resnets.train import setup as train_setup
 from resnets.train.autotune import fastest_cpu_format
-from resnets.train.checkpoint import read_meta
+from resnets.train.checkpoint import WeightsMeta, read_meta, save_weights
 from resnets.train.config import apply_preset
+from resnets.train.folder import METRIC_FIELDS
 from resnets.train.lr_find import lr_find, suggest_lr
 from resnets.train.optim import lr_factor, make_optimizer
-from resnets.train.run import METRIC_FIELDS
 from resnets.train.runtime import resolve_runtime
 from resnets.train.step import MixedTargets, classification_loss
 from resnets.trained import load_trained, predict
@@ -111,7 +114,7 @@ def test_training_learns_and_writes_the_run_folder(tmp_path: Path) -> None:
     assert meta["epoch"] == 3 and meta["model"] == "cifar_resnet20" and meta["image_size"] == [12, 12]
     trained = load_trained(out / "last.safetensors")
     assert trained.classes[0] == "T-shirt/top" and trained.model.in_channels == 1
-    bundle = run_module.load_data(TrainConfig.load(out / "config.json"))  # the same 500 test images
+    bundle = train_setup.load_data(TrainConfig.load(out / "config.json"))  # the same 500 test images
     assert len(bundle.test) == 500 and bundle.image_size == (12, 12)
     runtime = resolve_runtime(replace(saved, precision=resolved["precision"]))  # the precision the run chose
     loader = make_loader(bundle, "test", 256, train=False)
@@ -200,20 +203,20 @@ def pretrained_cifar_file(path: Path) -> Path:
 def capture(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, torch.Tensor]]:
     """Record the freshly built model's parameters ('init') and the weights saved after each epoch."""
     seen: dict[str, dict[str, torch.Tensor]] = {}
-    build, save = run_module.build_model, run_module.save_weights
+    build, save = train_setup.build_model, folder_module.save_weights
 
     def build_and_record(cfg: TrainConfig, bundle):  # noqa: ANN001, ANN202
         model = build(cfg, bundle)
         seen["init"] = {k: v.detach().clone() for k, v in model.named_parameters()}
         return model
 
-    def save_and_record(state: dict, path: Path, meta: dict) -> None:
+    def save_and_record(state: dict, path: Path, meta: WeightsMeta) -> None:
         if path.name == "last.safetensors":
-            seen[f"epoch{meta['epoch']}"] = {k: v.detach().clone() for k, v in state.items()}
+            seen[f"epoch{meta.epoch}"] = {k: v.detach().clone() for k, v in state.items()}
         save(state, path, meta)
 
-    monkeypatch.setattr(run_module, "build_model", build_and_record)
-    monkeypatch.setattr(run_module, "save_weights", save_and_record)
+    monkeypatch.setattr(train_setup, "build_model", build_and_record)
+    monkeypatch.setattr(folder_module, "save_weights", save_and_record)
     return seen
 
 
@@ -531,3 +534,37 @@ def test_progressive_resizing_trains_small_first_and_evaluates_at_full_size(
     for side, message in ((28, "must be smaller than the images"), (4, "progressive_from is the first")):
         with pytest.raises(ValueError, match=message):
             fit(TrainConfig(**tiny(tmp_path / "bad", image_size=None, progressive_from=side)))
+
+
+def test_resume_keeps_the_best_epoch_and_the_early_stop_count(tmp_path: Path) -> None:
+    """A run with a validation split and early stopping, stopped after 2 epochs and resumed, selects the same
+    epoch, stops at the same epoch and ends with the same weights as the run that was never stopped."""
+    options = tiny(tmp_path / "whole", epochs=6, val_split=0.25, early_stop=1, monitor="loss", lr=0.2,
+                   schedule="constant", warmup_epochs=0.0,
+                   precision="fp32", channels_last=False, compile=False, limit=64)  # fmt: skip
+    whole = fit(TrainConfig(**options))
+    fit(TrainConfig(**(options | {"epochs": 2, "out": str(tmp_path / "part")})))
+    resumed = fit(resume=tmp_path / "part", changes={"epochs": 6})
+    assert [e["val_score"] for e in resumed.epochs] == [e["val_score"] for e in whole.epochs]
+    assert (resumed.best_epoch, resumed.best_acc) == (whole.best_epoch, whole.best_acc)
+    assert len(whole.epochs) < 6, "the recipe should stop early; make lr larger"
+    best = (
+        load_file(tmp_path / "whole" / "best.safetensors"),
+        load_file(tmp_path / "part" / "best.safetensors"),
+    )
+    assert all(torch.equal(best[0][k], best[1][k]) for k in best[0])
+
+
+def test_weights_metadata_is_one_record_for_writer_and_reader(tmp_path: Path) -> None:
+    """Every field of WeightsMeta is written by a run and read back with its type; a field of the wrong type
+    is refused by name on reading and on writing."""
+    fit(TrainConfig(**tiny(tmp_path / "run")))
+    meta = read_meta(tmp_path / "run" / "last.safetensors")
+    assert set(meta) == {f.name for f in dataclasses.fields(WeightsMeta)}
+    WeightsMeta(**meta)  # the reader's dict is the writer's record
+    weights = load_file(tmp_path / "run" / "last.safetensors")
+    with pytest.raises(ValueError, match="metadata 'epoch' is 'one'"):
+        save_weights(weights, tmp_path / "w.safetensors", meta | {"epoch": "one"})
+    with pytest.raises(ValueError, match="metadata 'classes' is 3"):
+        save_weights(weights, tmp_path / "w.safetensors", meta | {"classes": 3})
+    assert not (tmp_path / "w.safetensors").exists()

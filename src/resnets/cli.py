@@ -176,7 +176,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def refuse_run_file(path: str | Path | None, flag: str) -> None:
     """Refuse to write a file a training run owns (its config, weights, results): it would break the run."""
-    from .train.rundir import owner_of
+    from .train.folder import owner_of
 
     if path is not None and (owner := owner_of(path)) is not None:
         raise ValueError(

@@ -198,3 +198,9 @@ def make_loader(
         balanced=balanced,
         size=size,
     )
+
+
+def steps_per_epoch(images: int, batch_size: int, world_size: int = 1) -> int:
+    """Training steps in an epoch of `images`, per process: each gets an equal shard (padded, as
+    `BatchLoader` and DistributedSampler deal them) and trains on full batches only."""
+    return math.ceil(images / world_size) // batch_size

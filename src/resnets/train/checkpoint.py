@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import pickle
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import torch
 from safetensors import safe_open
@@ -17,10 +19,33 @@ from ..files import atomic_write
 STATE_FILE = "state.pt"
 
 
-def save_weights(state_dict: dict[str, torch.Tensor], path: Path, meta: dict[str, Any]) -> None:
-    """Weights plus what is needed to use them alone (model name, classes, input format) as metadata."""
+@dataclass(frozen=True)
+class WeightsMeta:
+    """What every weights file of a run carries beside its tensors, so evaluate/predict/export need only that
+    file. One record for the writer (`save_weights`) and the readers (`read_meta` checks a file's values
+    against these types, so a damaged or edited file fails by name)."""
+
+    model: str
+    num_classes: int
+    in_channels: int
+    classes: list[str]
+    mean: list[float]
+    std: list[float]
+    image_size: list[int]  # evaluation: centre-crop to this (H, W) ...
+    resize: int  # ... after resizing the short side to this
+    data: str
+    shortcut: str | None
+    spec_overrides: dict[str, Any] | None
+    pretrained: str | None  # the URL a --weights NAME resolved to
+    epoch: int
+
+
+def save_weights(state_dict: dict[str, torch.Tensor], path: Path, meta: WeightsMeta | dict[str, Any]) -> None:
+    """Weights plus their metadata (checked as `read_meta` will check it), written atomically."""
+    values = asdict(meta) if isinstance(meta, WeightsMeta) else dict(meta)
+    check_meta(path, values)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    metadata = {k: json.dumps(v) for k, v in meta.items()}
+    metadata = {k: json.dumps(v) for k, v in values.items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
@@ -45,18 +70,26 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return check_meta(path, out)
 
 
-# the metadata our weights carry, with the types the readers rely on
-META_TYPES: dict[str, tuple[type, ...]] = {
-    "model": (str,), "num_classes": (int,), "in_channels": (int,), "classes": (list,), "mean": (list,),
-    "std": (list,), "image_size": (list,), "data": (str,), "shortcut": (str, type(None)),
-    "spec_overrides": (dict, type(None)), "epoch": (int,), "test_acc": (float, int), "resize": (int,),
-}  # fmt: skip
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value has a WeightsMeta field's type (lists and dicts by their outer type only; ints
+    count as floats, bools as neither)."""
+    if get_origin(hint) in (Union, UnionType):
+        return any(_fits(value, h) for h in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool):
+        return False
+    if hint is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, get_origin(hint) or hint)
 
 
 def check_meta(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """`meta` if every known key has its type (and lists their lengths), else a ValueError naming the key."""
-    for key, types in META_TYPES.items():
-        if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
+    """`meta` if every WeightsMeta key present has its type (and lists their lengths), else a ValueError naming
+    the key. Files from elsewhere may carry only some keys, or others."""
+    hints = get_type_hints(WeightsMeta)
+    for key, hint in hints.items():
+        if key in meta and not _fits(meta[key], hint):
             raise ValueError(f"{path}: metadata {key!r} is {meta[key]!r}, which is not a valid {key}; "
                              "the file was edited or damaged: re-export it from its run")  # fmt: skip
     if "image_size" in meta and (

@@ -14,8 +14,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
-from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -24,8 +22,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..machine import core_count
-from .checkpoint import STATE_FILE
-from .config import TrainConfig
 from .metrics import MetricAccumulator
 
 T = TypeVar("T")
@@ -193,25 +189,6 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     if world_size() == 1:
         return model
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-
-
-def elastic_resume(cfg: TrainConfig, resume: str | Path | None) -> str | Path | None:
-    """The run folder to resume when torchrun restarted the workers (`--max-restarts`) and `--out` holds a
-    checkpoint of this same configuration; otherwise `resume` unchanged."""
-    if resume is not None or cfg.out is None or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0:
-        return resume
-    run_dir = Path(cfg.out)
-
-    def same_run() -> bool:
-        if not (run_dir / STATE_FILE).is_file() or not (run_dir / "config.json").is_file():
-            return False
-        saved = asdict(TrainConfig.load(run_dir / "config.json")) | {"quiet": cfg.quiet, "out": cfg.out}
-        for name, unresolved in (("precision", "auto"), ("channels_last", None)):  # resolved when it started
-            if getattr(cfg, name) == unresolved:
-                saved[name] = unresolved
-        return saved == asdict(cfg)
-
-    return run_dir if on_main(same_run) else None
 
 
 def launch(nproc: int, argv: list[str]) -> int:

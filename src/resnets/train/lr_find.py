@@ -7,14 +7,12 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..data import make_loader
 from ..files import atomic_write
 from .config import TrainConfig
-from .loop import build_model, load_data, set_frozen
-from .optim import make_optimizer
-from .runtime import resolve_runtime, seed_everything
+from .loop import set_frozen
+from .setup import prepare
 from .step import training_step
 
 SMOOTHING = 0.98  # exponential moving average of the loss, debiased, as fastai
@@ -49,17 +47,9 @@ def lr_find(
         raise ValueError(f"need 0 < start < end, got start={start}, end={end}")
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
-    cfg.validate()
-    runtime = resolve_runtime(cfg)
-    seed_everything(cfg.seed, cfg.deterministic)
-    bundle = load_data(cfg)
-    model = build_model(cfg, bundle).to(runtime.device)
-    if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    set_frozen(
-        model, cfg.freeze or cfg.freeze_epochs > 0, cfg.train_bn
-    )  # fine-tuning finds the LR of the head phase
-    optimizer = make_optimizer(model, cfg, cfg.lr_ratio if cfg.weights else 1.0)
+    setup = prepare(cfg)  # the model, data, format, sync-BN and class weights `resnets train` would use
+    runtime, bundle, model, optimizer = setup.runtime, setup.bundle, setup.model, setup.optimizer
+    set_frozen(model, cfg.freeze or cfg.freeze_epochs > 0, cfg.train_bn)  # fine-tuning: the head phase's LR
     augment = cfg.augment()
     growth = (end / start) ** (1 / (steps - 1))
     lrs: list[float] = []
@@ -70,16 +60,13 @@ def lr_find(
         loader = make_loader(bundle, "train", cfg.batch_size, train=True, augment=augment, device=runtime.device,
                              seed=cfg.seed, epoch=epoch, workers=cfg.workers,
                              channels_last=runtime.channels_last)  # fmt: skip
-        if len(loader) == 0:
-            raise ValueError(
-                f"batch size {cfg.batch_size} is larger than the {len(bundle.train)} training images"
-            )
         for x, y in loader:
             lr = start * growth ** len(lrs)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["base_scale"]
             loss, _ = training_step(model, optimizer, x, y, amp_dtype=runtime.amp_dtype, scaler=runtime.scaler,
-                                    label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip)  # fmt: skip
+                                    label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip,
+                                    class_weight=setup.class_weight)  # fmt: skip
             value = loss.item()
             if not math.isfinite(value):
                 break

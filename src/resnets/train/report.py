@@ -13,6 +13,7 @@ from ..interpret import most_confused
 from ..machine import cpu_model
 from ..provenance import git_state, invocation
 from .config import TrainConfig
+from .folder import CONFUSION, CURVES, REPORT, ROC_PR, RUNTIME, TOP_LOSSES
 from .plots import plot_confusion, plot_curves, plot_roc_pr, plot_top_losses
 
 MAX_DROPPED_LISTED = 100
@@ -33,7 +34,7 @@ def dropped_section(bundle: DataBundle) -> str:
 
 def resolved(run_dir: Path) -> str:
     """Device, precision and layout the run resolved (runtime.json), in words."""
-    path = run_dir / "runtime.json"
+    path = run_dir / RUNTIME
     if not path.is_file():
         return "recorded in config.json"
     r = json.loads(path.read_text())
@@ -71,7 +72,7 @@ def mistakes_section(run_dir: Path, bundle: DataBundle, history) -> str:  # noqa
         lines += [f"| {bundle.classes[t]} | {bundle.classes[p]} | {n} |" for t, p, n in pairs]
     if history.mistakes:
         images = [shown_test_image(bundle, m.index) for m in history.mistakes]
-        plot_top_losses(images, history.mistakes, bundle.classes, run_dir / "top_losses.png")
+        plot_top_losses(images, history.mistakes, bundle.classes, run_dir / TOP_LOSSES)
         lines += ["\nTest images with the highest loss (true / predicted, probability of the prediction):\n",
                   "![top losses](top_losses.png)\n", "| image | true | predicted | probability | loss |",
                   "|---|---|---|---:|---:|"]  # fmt: skip
@@ -91,12 +92,12 @@ def shown_test_image(bundle: DataBundle, index: int) -> torch.Tensor:
 def write_report(run_dir: Path, cfg: TrainConfig, bundle: DataBundle, history) -> Path:
     """report.md + curves.png + confusion.png (+ ROC and PR curves) in the run folder; returns its path."""
     commit, dirty = git_state()
-    plot_curves(history.epochs, run_dir / "curves.png")
+    plot_curves(history.epochs, run_dir / CURVES)
     final = history.final
-    plot_confusion(final.confusion, bundle.classes, run_dir / "confusion.png")
+    plot_confusion(final.confusion, bundle.classes, run_dir / CONFUSION)
     curves = ""
     if final.probs is not None and final.roc_auc is not None:
-        plot_roc_pr(final, bundle.classes, run_dir / "roc_pr.png")
+        plot_roc_pr(final, bundle.classes, run_dir / ROC_PR)
         curves = "\n![ROC and precision-recall curves on test](roc_pr.png)\n"
     top5 = f", top-5 {100 * final.top5:.2f}%" if final.top5 is not None else ""
     rows = "\n".join(
@@ -143,6 +144,6 @@ and selected nothing. {history.seconds / 60:.1f} minutes of training (data loadi
 {curves}{mistakes_section(run_dir, bundle, history)}{dropped_section(bundle)}
 Resume an interrupted run with `resnets train --resume {run_dir}`.
 """
-    path = run_dir / "report.md"
+    path = run_dir / REPORT
     atomic_write_text(path, text)
     return path

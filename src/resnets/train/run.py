@@ -1,12 +1,10 @@
-"""A whole run (`fit`) — its folder, data, model, epochs, checkpoints and report — around the epoch functions
-of `loop`. Split by what each part owns: `fit` claims the folder, `open_run` settles the configuration,
-`restore` continues from a checkpoint, `run_epoch` trains and evaluates one epoch, `save_epoch` writes it."""
+"""A whole run (`fit`): the story of one training job around the epoch functions of `loop`. `fit` claims
+the run folder (`RunFolder` owns its files), `open_run` settles the configuration and the set-up
+(`setup.prepare`, shared with `lr_find`), `restore` continues from a checkpoint, `run_epoch` trains and
+evaluates one epoch, `Selection` says which epoch is the model, and `save_epoch` hands it to the folder."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import time
 from collections.abc import Mapping
@@ -16,38 +14,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from ..data import DataBundle, make_loader
-from ..data.loader import balanced_class_weights
 from ..data.seeds import mix_seed
-from ..files import atomic_write_text, cache_dir
 from ..interpret import Mistake, top_losses
 from ..models import ResNet
 from ..provenance import git_state, invocation
-from . import distributed, rundir
-from .autotune import COMPILE_MIN_SECONDS, Candidate, fastest_cpu_format, machine_format, time_compiled
-from .checkpoint import load_state, save_state, save_weights
+from . import distributed
+from .checkpoint import WeightsMeta
 from .config import TrainConfig, resume_config
-from .loop import build_model, evaluate, load_data, log, set_frozen, train_one_epoch
+from .folder import RunFolder, elastic_resume
+from .loop import evaluate, log, set_frozen, train_one_epoch
 from .metrics import EvalResult, Operating
-from .optim import default_lr, lr_factor, make_optimizer
-from .runtime import (
-    Runtime,
-    compile_for_training,
-    cpu_has_bf16,
-    precision_name,
-    resolve_runtime,
-    seed_everything,
-)
+from .optim import default_lr, lr_factor
+from .runtime import Runtime, compile_for_training, precision_name
+from .selection import Selection
+from .setup import Setup, positive_index, prepare
 from .tboard import log_epoch, open_writer
-
-# per epoch: validation numbers when there is a validation split (test is then evaluated once, at the end),
-# else test numbers, which draw curves but select nothing
-METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_score", "test_loss", "test_acc",
-                 "lr", "seconds"]  # fmt: skip
-RUNTIME_FILE = "runtime.json"  # what the run resolved on its machine (device, precision, layout)
 
 
 @dataclass
@@ -76,22 +60,20 @@ class History:
 
 @dataclass
 class Run:
-    """The state of a run in progress (its own copy of the config: the caller's is never changed)."""
+    """A run in progress: its set-up, its folder, where it is, and which epoch is best so far."""
 
-    cfg: TrainConfig
-    dir: Path
-    runtime: Runtime
-    bundle: DataBundle
-    model: ResNet
-    optimizer: torch.optim.Optimizer
-    ema: nn.Module | None
-    steps_per_epoch: int
+    setup: Setup
+    folder: RunFolder
     history: History
+    selection: Selection
     start_epoch: int = 0
     step: int = 0
-    class_weight: torch.Tensor | None = None  # --class-weights balanced, on the device
-    best_score: float | None = None  # the best validation score so far (higher is better)
-    since_best: int = 0  # epochs since it improved, for early stopping
+
+    cfg = property(lambda self: self.setup.cfg)
+    runtime = property(lambda self: self.setup.runtime)
+    bundle = property(lambda self: self.setup.bundle)
+    model = property(lambda self: self.setup.model)
+    dir = property(lambda self: self.folder.path)
 
     @property
     def monitor(self) -> str:
@@ -103,7 +85,7 @@ class Run:
 
     @property
     def eval_model(self) -> nn.Module:
-        return self.ema.module if self.ema is not None else self.model
+        return self.setup.ema.module if self.setup.ema is not None else self.model
 
 
 def fit(
@@ -123,18 +105,35 @@ def fit(
     if changes and resume is None:
         raise ValueError("changes apply to a resumed run only; set them in the TrainConfig instead")
     with distributed.process_group():
-        if cfg is not None and (elastic := distributed.elastic_resume(cfg, None)) is not None:
+        if cfg is not None and (elastic := elastic_resume(cfg)) is not None:
             cfg, resume, changes = None, elastic, {"quiet": cfg.quiet}  # torchrun restarted this worker
-        run_dir = (
+        path = (
             Path(resume)
             if resume is not None
             else Path(cfg.out or distributed.on_main(partial(default_run_dir, cfg)))
         )
-        distributed.on_main(partial(rundir.claim, run_dir, resume=resume is not None, overwrite=overwrite))
+        folder = RunFolder(path, is_main=distributed.is_main_process())
+        folder.claim(resume=resume is not None, overwrite=overwrite)
         try:
-            return _fit(open_run(cfg, run_dir, changes or {}))
+            return _fit(open_run(cfg, folder, changes or {}))
         finally:
-            rundir.release(run_dir)
+            folder.release()
+
+
+def open_run(cfg: TrainConfig | None, folder: RunFolder, changes: Mapping[str, Any]) -> Run:
+    """Settle the config (a copy) and the set-up; restore a resumed run's state from its folder."""
+    resolved: dict[str, Any] = {}
+    resuming = cfg is None
+    if resuming:
+        saved, resolved = folder.read_setup()
+        cfg = resume_config(saved, changes)
+        if "device" in changes:
+            resolved = {}  # another device: resolve precision and layout for it anew
+    setup = prepare(replace(cfg, out=str(folder.path)), resolved)
+    run = Run(setup, folder, History(folder.path, config=setup.cfg), Selection(setup.cfg.early_stop))
+    if resuming:
+        restore(run, folder.read_state())
+    return run
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -142,158 +141,17 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.model}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def read_run(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
-    """A run folder's config.json and what it resolved at its start (runtime.json; {} in older runs)."""
-    if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"cannot resume: {run_dir}/config.json not found (is it a run folder?)")
-    cfg = TrainConfig.load(run_dir / "config.json")
-    path = run_dir / RUNTIME_FILE
-    try:
-        resolved = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is damaged ({e}); delete it to resolve the device and format again") from e
-    return cfg, resolved if isinstance(resolved, dict) else {}
-
-
-def open_run(cfg: TrainConfig | None, run_dir: Path, changes: Mapping[str, Any]) -> Run:
-    """Settle the config (a copy), the runtime, data, model and optimizer; restore a resumed run's state."""
-    resolved: dict[str, Any] = {}
-    resuming = cfg is None
-    if resuming:  # rank 0 reads the folder and every rank gets its contents
-        saved, resolved = distributed.on_main(partial(read_run, run_dir))
-        cfg = resume_config(saved, changes)
-        if "device" in changes:
-            resolved = {}  # another device: resolve precision and layout for it anew
-    cfg = replace(cfg, out=str(run_dir))
-    cfg.validate()
-    known = {k: resolved[k] for k in ("precision", "channels_last", "compile") if k in resolved}
-    runtime = resolve_runtime(replace(cfg, **known))
-    seed_everything(cfg.seed, cfg.deterministic)
-    bundle = load_data(cfg)
-    if -(-len(bundle.train) // runtime.world_size) < cfg.batch_size:  # drop_last would leave no batch
-        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {len(bundle.train)} training images "
-                         f"({runtime.world_size} process(es)): lower it or use more data")  # fmt: skip
-    check_against_data(cfg, bundle)
-    runtime, model, optimizer, ema = build_training(cfg, runtime, bundle, tune=not known)
-    steps = len(make_loader(bundle, "train", cfg.batch_size, train=True, rank=runtime.rank,
-                            world_size=runtime.world_size))  # fmt: skip
-    run = Run(cfg, run_dir, runtime, bundle, model, optimizer, ema, steps, History(run_dir, config=cfg))
-    if cfg.class_weights == "balanced":
-        run.class_weight = balanced_class_weights(bundle.train, bundle.num_classes).to(runtime.device)
-    if resuming:
-        restore(run, distributed.on_main(partial(load_state, run_dir)))
-    return run
-
-
-def build_training(
-    cfg: TrainConfig, runtime: Runtime, bundle: DataBundle, tune: bool
-) -> tuple[Runtime, ResNet, torch.optim.Optimizer, nn.Module | None]:
-    """The model in its fastest format (`tune`: chosen now; else as resolved before), the optimizer and the
-    weights' moving average (--ema)."""
-    model = build_model(cfg, bundle).to(runtime.device)
-    if tune:
-        runtime = tune_cpu_format(cfg, runtime, model, bundle)
-    if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if cfg.sync_bn:
-        model = distributed.sync_batch_norm(model, runtime.device)
-    optimizer = make_optimizer(model, cfg, cfg.lr_ratio if cfg.weights else 1.0)
-    ema = None
-    if cfg.ema > 0:
-        ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True
-        )
-    return runtime, model, optimizer, ema
-
-
-def check_against_data(cfg: TrainConfig, bundle: DataBundle) -> None:
-    """Options that only make sense with a validation split, or with two classes, refused otherwise."""
-    if bundle.val is None:
-        for flag, value in (("--early-stop", cfg.early_stop), ("--monitor", cfg.monitor)):
-            if value:
-                raise ValueError(f"{flag} selects on a validation split and {bundle.name} has none: add "
-                                 "--val-split F (or a val/ folder); the test split is never used to select")  # fmt: skip
-    if cfg.progressive_from and cfg.progressive_from >= min(bundle.image_size):
-        raise ValueError(f"--progressive-from {cfg.progressive_from} must be smaller than the images "
-                         f"({bundle.image_size[0]}x{bundle.image_size[1]} px): it is where the sizes start growing")  # fmt: skip
-    if cfg.positive is not None and (bundle.num_classes != 2 or cfg.positive not in bundle.classes):
-        raise ValueError(f"--positive {cfg.positive!r} must name one of two classes; {bundle.name} has "
-                         f"{', '.join(bundle.classes[:10])}")  # fmt: skip
-
-
-def positive_index(cfg: TrainConfig, bundle: DataBundle) -> int:
-    """The class sensitivity refers to: --positive, else the second class (e.g. PNEUMONIA after NORMAL)."""
-    return bundle.classes.index(cfg.positive) if cfg.positive else 1
-
-
-def tune_cpu_format(cfg: TrainConfig, runtime: Runtime, model: ResNet, bundle: DataBundle) -> Runtime:
-    """On a CPU, choose the formats left to "auto" (precision, channels_last) by speed, not by feature flags:
-    runs long enough time their own model (a few steps of each format, when that costs under ~5% of the
-    run); others (short runs, large images, distributed jobs, --deterministic) take this machine's cached
-    ranking for a reference step (`machine_format`: measured now, cached, provisional, or this CPU's
-    known-good format when nothing could be timed; the log says which). runtime.json records the choice for
-    --resume."""
-    precisions = [None, torch.bfloat16] if cfg.precision == "auto" and cpu_has_bf16() else [runtime.amp_dtype]
-    layouts = [False, True] if cfg.channels_last is None else [cfg.channels_last]
-    if runtime.device.type != "cpu" or len(precisions) * len(layouts) == 1:
-        return runtime
-    steps = cfg.total_epochs * (len(bundle.train) // cfg.batch_size)
-    searched = len(precisions) * len(layouts) * 6  # steps the search takes (1 warm-up + 5 timed each)
-    own = (steps >= 20 * searched and bundle.image_size[0] * bundle.image_size[1] <= 64 * 64
-           and runtime.world_size == 1 and not cfg.deterministic)  # fmt: skip
-    shape = (cfg.batch_size, bundle.channels, *bundle.image_size)
-    best, speeds = (
-        fastest_cpu_format(model, shape, bundle.num_classes, precisions, layouts) if own else (None, {})
-    )
-    where = "for this run"
-    if best is None or speeds[str(best)] <= 0:  # not timed here, or one step too slow to time
-        cache = cache_dir() / "cpu_formats.json"
-        chosen = distributed.on_main(partial(machine_format, precisions, layouts, cache))
-        best, speeds, own, where = chosen.best, chosen.speeds, False, f"on this machine ({chosen.describe()})"
-    ranked = ", ".join(f"{n} {s:.0f} img/s" for n, s in sorted(speeds.items(), key=lambda kv: -kv[1]))
-    log(cfg, runtime, f"fastest training format {where}: {ranked or best}")
-    runtime = replace(runtime, amp_dtype=best.amp_dtype, channels_last=best.channels_last)
-    if own and cfg.compile is None:
-        runtime = choose_compile(cfg, runtime, model, bundle, speeds[str(best)], shape)
-    return runtime
-
-
-def choose_compile(
-    cfg: TrainConfig,
-    runtime: Runtime,
-    model: ResNet,
-    bundle: DataBundle,
-    img_s: float,
-    shape: tuple[int, ...],
-) -> Runtime:
-    """--compile left unset on a CPU: for training estimated at COMPILE_MIN_SECONDS or more, time the step
-    compiled and keep torch.compile when it saves at least twice its compile time over the run. Not with
-    --progressive-from: every new image size would compile again, which the timing of one size cannot see."""
-    images = cfg.total_epochs * (len(bundle.train) // cfg.batch_size) * cfg.batch_size
-    if images / img_s < COMPILE_MIN_SECONDS:
-        return runtime
-    if cfg.progressive_from:
-        log(cfg, runtime, "torch.compile: off with --progressive-from (each image size would compile again); "
-            "--compile decides instead")  # fmt: skip
-        return runtime
-    best = Candidate(runtime.amp_dtype, runtime.channels_last)
-    timing = time_compiled(model, best, shape, bundle.num_classes)
-    pays = timing.pays(images)
-    log(cfg, runtime, f"torch.compile: {timing.compiled_img_s:.0f} against {timing.eager_img_s:.0f} img/s eager "
-        f"after a {timing.compile_s:.0f} s compile, over ~{images / img_s / 60:.0f} min of training: "
-        f"{'on' if pays else 'off'} (--compile / --no-compile decide instead)")  # fmt: skip
-    return replace(runtime, compile=pays)
-
-
 def restore(run: Run, state: dict[str, Any]) -> None:
-    """Continue `run` from a checkpoint written by `save_epoch`: weights, optimizer, EMA, RNG, history."""
+    """Continue `run` from a checkpoint written by `save_epoch`: weights, optimizer, EMA, RNG, history, and
+    which epoch is best so far."""
+    setup = run.setup
     try:
-        run.model.load_state_dict(state["model"])
-        run.optimizer.load_state_dict(state["optimizer"])
-        if run.ema is not None:
-            run.ema.load_state_dict(state["ema"])
-        if run.runtime.scaler is not None and "scaler" in state:  # fp16: the loss scale goes on as it was
-            run.runtime.scaler.load_state_dict(state["scaler"])
+        setup.model.load_state_dict(state["model"])
+        setup.optimizer.load_state_dict(state["optimizer"])
+        if setup.ema is not None:
+            setup.ema.load_state_dict(state["ema"])
+        if setup.runtime.scaler is not None and "scaler" in state:  # fp16: the loss scale goes on as it was
+            setup.runtime.scaler.load_state_dict(state["scaler"])
     except (RuntimeError, ValueError, KeyError) as e:
         raise ValueError(f"{run.dir}/state.pt does not match the run's config.json ({e})") from None
     run.start_epoch, run.step = state["epoch"], state["step"]
@@ -301,12 +159,8 @@ def restore(run: Run, state: dict[str, Any]) -> None:
         raise ValueError(
             f"{run.dir} has already trained {run.start_epoch} epochs: --epochs must be at least that"
         )
-    run.history.epochs, run.history.best_acc = state["history"], state["best_acc"]
-    scores = [e.get("val_score") for e in run.history.epochs]
-    if any(isinstance(v, float) for v in scores):
-        best = max(range(len(scores)), key=lambda i: scores[i] if isinstance(scores[i], float) else -math.inf)
-        run.best_score, run.since_best = scores[best], len(scores) - 1 - best
-        run.history.best_epoch = run.history.epochs[best]["epoch"]
+    run.history.epochs = state["history"]
+    run.selection = Selection.restore(run.cfg.early_stop, state["history"], state["best_acc"])
     torch.set_rng_state(state["rng"])
     if run.runtime.device.type == "cuda" and "cuda_rng" in state:
         torch.cuda.set_rng_state(state["cuda_rng"], run.runtime.device)
@@ -323,32 +177,14 @@ def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int, step: int) -> float:
     return lr_factor(step - begin, end - begin, warmup, cfg.schedule, cfg.milestones, cfg.gamma)
 
 
-def weights_meta(cfg: TrainConfig, bundle: DataBundle, model: ResNet) -> dict:
-    """Stored inside every .safetensors file, so evaluate/predict/export need only that file."""
-    return {
-        "model": cfg.model,
-        "num_classes": model.num_classes,
-        "in_channels": model.in_channels,
-        "classes": bundle.classes,
-        "mean": list(bundle.mean),
-        "std": list(bundle.std),
-        "image_size": list(bundle.image_size),
-        "resize": bundle.eval_resize,  # evaluation: short side to this, then centre-crop image_size
-        "data": cfg.data,
-        "shortcut": cfg.shortcut,
-        "spec_overrides": cfg.spec_overrides,
-        "pretrained": model.pretrained.url if model.pretrained else None,  # what a --weights NAME resolved to
-    }
-
-
-def write_metrics(run_dir: Path, epochs: list[dict[str, float]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(
-        buf, fieldnames=METRIC_FIELDS, restval="", extrasaction="ignore"
-    )  # old runs' rows
-    writer.writeheader()
-    writer.writerows(epochs)
-    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
+def weights_meta(cfg: TrainConfig, bundle: DataBundle, model: ResNet, epoch: int) -> WeightsMeta:
+    """What every weights file of the run carries, so evaluate/predict/export need only that file."""
+    return WeightsMeta(
+        model=cfg.model, num_classes=model.num_classes, in_channels=model.in_channels, classes=bundle.classes,
+        mean=list(bundle.mean), std=list(bundle.std), image_size=list(bundle.image_size),
+        resize=bundle.eval_resize, data=cfg.data, shortcut=cfg.shortcut, spec_overrides=cfg.spec_overrides,
+        pretrained=model.pretrained.url if model.pretrained else None, epoch=epoch,
+    )  # fmt: skip
 
 
 def check_finite(run: Run, epoch: int, row: dict[str, Any]) -> None:
@@ -399,10 +235,11 @@ def run_epoch(
                          world_size=runtime.world_size, workers=cfg.workers, channels_last=runtime.channels_last,
                          balanced=cfg.sampler == "balanced", size=train_size(cfg, epoch, run.bundle.image_size))  # fmt: skip
     generator = torch.Generator(device=runtime.device).manual_seed(mix_seed(cfg.seed, epoch, runtime.rank, 7))
-    lr_at = partial(lr_multiplier, cfg, run.steps_per_epoch)
+    setup = run.setup
+    lr_at = partial(lr_multiplier, cfg, setup.steps_per_epoch)
     train_loss, train_acc, run.step = train_one_epoch(
-        train_model, loader, run.optimizer, runtime, cfg, lr_at, run.step, generator, run.ema,
-        desc=f"epoch {epoch + 1}/{cfg.total_epochs}", class_weight=run.class_weight,
+        train_model, loader, setup.optimizer, runtime, cfg, lr_at, run.step, generator, setup.ema,
+        desc=f"epoch {epoch + 1}/{cfg.total_epochs}", class_weight=setup.class_weight,
     )  # fmt: skip
     train_loss, train_acc = distributed.mean_over_ranks([train_loss, train_acc], runtime.device)
     result = None
@@ -421,32 +258,18 @@ def run_epoch(
 
 
 def save_epoch(run: Run, row: dict[str, Any], is_best: bool, writer: Any) -> None:
-    """Weights (last, and best), metrics and the resumable state, each written atomically (rank 0 only)."""
-    weights = run.eval_model.state_dict()
-    meta = weights_meta(run.cfg, run.bundle, run.model) | {"epoch": row["epoch"]}
-    save_weights(weights, run.dir / "last.safetensors", meta)
-    if is_best:
-        save_weights(weights, run.dir / "best.safetensors", meta)
-    write_metrics(run.dir, run.history.epochs)
-    device = run.runtime.device
-    save_state(run.dir, {
-        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "ema": run.ema.state_dict() if run.ema is not None else {}, "epoch": row["epoch"], "step": run.step,
-        "history": run.history.epochs, "best_acc": run.history.best_acc, "rng": torch.get_rng_state(),
+    """Weights (last, and best), metrics and the resumable state, handed to the folder (rank 0 writes)."""
+    setup, device = run.setup, run.runtime.device
+    state = {
+        "model": setup.model.state_dict(), "optimizer": setup.optimizer.state_dict(),
+        "ema": setup.ema.state_dict() if setup.ema is not None else {}, "epoch": row["epoch"], "step": run.step,
+        "history": run.history.epochs, "best_acc": run.selection.accuracy, "rng": torch.get_rng_state(),
         **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
         **({"scaler": run.runtime.scaler.state_dict()} if run.runtime.scaler is not None else {}),
-    })  # fmt: skip
+    }  # fmt: skip
+    meta = weights_meta(run.cfg, run.bundle, run.model, row["epoch"])
+    run.folder.write_epoch(run.eval_model.state_dict(), meta, is_best, run.history.epochs, state)
     log_epoch(writer, row)
-
-
-def write_run_files(run: Run) -> None:
-    """config.json (the settings as given, so the run can be repeated) and runtime.json (what they resolved
-    to on this machine, so a resumed run computes the same way)."""
-    atomic_write_text(run.dir / "config.json", run.cfg.to_json())
-    resolved = {"device": str(run.runtime.device), "precision": precision_name(run.runtime.amp_dtype),
-                "channels_last": run.runtime.channels_last, "compile": run.runtime.compile,
-                "cpu_threads": torch.get_num_threads()}  # fmt: skip
-    atomic_write_text(run.dir / RUNTIME_FILE, json.dumps(resolved, indent=2))
 
 
 def describe(run: Run) -> str:
@@ -459,20 +282,6 @@ def describe(run: Run) -> str:
             f"{bundle.num_classes} classes) for {cfg.total_epochs} epochs on {runtime.device} ({fmt}, "
             f"{torch.get_num_threads()} CPU threads) -> {run.dir}; "
             f"the model kept is {selection}")  # fmt: skip
-
-
-def select(run: Run, row: dict[str, Any], result: EvalResult | None) -> bool:
-    """Whether this epoch is the best so far on validation (strictly better: ties keep the earlier one);
-    epochs without an evaluation (--eval-every) are never chosen."""
-    if run.eval_split != "val" or result is None:
-        return False
-    score = row["val_score"]
-    if run.best_score is not None and score <= run.best_score:
-        run.since_best = row["epoch"] - run.history.best_epoch
-        return False
-    run.best_score, run.since_best = score, 0
-    run.history.best_acc, run.history.best_epoch = result.top1, row["epoch"]
-    return True
 
 
 def log_row(run: Run, row: dict[str, Any]) -> None:
@@ -494,8 +303,7 @@ def finish(run: Run, last: EvalResult) -> None:
     sensitivity and specificity at --threshold and at the threshold Youden's J picks on validation."""
     history, cfg, runtime, bundle = run.history, run.cfg, run.runtime, run.bundle
     if bundle.val is not None and history.best_epoch is not None:
-        best = distributed.on_main(partial(load_file, str(run.dir / "best.safetensors")))
-        run.eval_model.load_state_dict(best)
+        run.eval_model.load_state_dict(run.folder.read_best())
         history.val = evaluate(
             run.eval_model, eval_loader(run, "val"), bundle.num_classes, runtime, tta=cfg.tta
         )
@@ -521,8 +329,7 @@ def _fit(run: Run) -> History:
     from .report import write_report
 
     cfg, runtime, history = run.cfg, run.runtime, run.history
-    if runtime.is_main:
-        write_run_files(run)
+    run.folder.write_setup(cfg, resolved_record(runtime))
     writer = open_writer(run.dir) if runtime.is_main else None  # TensorBoard, when installed
     loader = eval_loader(run, run.eval_split)
     log(cfg, runtime, describe(run))
@@ -534,12 +341,9 @@ def _fit(run: Run) -> History:
     train_model, frozen, result = run.model, None, None
     try:
         for epoch in range(run.start_epoch, cfg.total_epochs):
-            if cfg.early_stop and run.since_best >= cfg.early_stop:
-                log(
-                    cfg,
-                    runtime,
-                    f"early stop: validation {run.monitor} has not improved for {run.since_best} epochs",
-                )
+            if run.selection.stop:
+                log(cfg, runtime, f"early stop: validation {run.monitor} has not improved for "
+                    f"{run.selection.since} epochs")  # fmt: skip
                 break
             if frozen != (epoch < freeze_until):
                 frozen = epoch < freeze_until
@@ -548,31 +352,39 @@ def _fit(run: Run) -> History:
                 train_model = compile_for_training(train_model, runtime) if runtime.compile else train_model
             row, result = run_epoch(run, epoch, train_model, loader)
             history.epochs.append(row)
-            is_best = select(run, row, result)
+            # epochs without an evaluation (--eval-every) are never chosen; the test split never selects
+            evaluated_val = result is not None and run.eval_split == "val"
+            is_best = evaluated_val and run.selection.update(row["epoch"], row["val_score"], result.top1)
             log_row(run, row)
-            if runtime.is_main:
-                save_epoch(run, row, is_best, writer)
+            save_epoch(run, row, is_best, writer)
     finally:
         if writer is not None:
             writer.close()
     if result is None and run.eval_split == "test" and history.epochs:  # resumed after the last epoch
         result = evaluate(run.eval_model, loader, run.bundle.num_classes, runtime, tta=cfg.tta)
+    history.best_epoch, history.best_acc = run.selection.epoch, run.selection.accuracy
     if history.epochs:
         finish(run, result)
+        run.folder.write_results(results_record(history))
         if runtime.is_main:
-            write_results(run.dir, history)
             write_report(run.dir, cfg, run.bundle, history)
     return history
 
 
-def write_results(run_dir: Path, history: History) -> None:
+def resolved_record(runtime: Runtime) -> dict[str, Any]:
+    """runtime.json: what the settings resolved to on this machine, so a resumed run computes the same way."""
+    return {"device": str(runtime.device), "precision": precision_name(runtime.amp_dtype),
+            "channels_last": runtime.channels_last, "compile": runtime.compile,
+            "cpu_threads": torch.get_num_threads()}  # fmt: skip
+
+
+def results_record(history: History) -> dict[str, Any]:
     """results.json: the final model's numbers for scripts (test, and the validation split that chose it),
     and the commit and command that produced them."""
     commit, dirty = git_state()
-    results = {
+    return {
         "best_epoch": history.best_epoch, "epochs": len(history.epochs), "test": history.final.summary(),
         "val": history.val.summary() if history.val is not None else None,
         "operating": {k: vars(op) for k, op in history.operating.items()},
         "source": {"commit": commit, "dirty": dirty, "command": invocation()},
     }  # fmt: skip
-    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
