@@ -426,7 +426,7 @@ HOSTILE: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
             "--resume",
             str(run_copy(tmp, run, lambda d: (d / "config.json").write_text('{"epochs": "many"}'))),
         ],  # fmt: skip
-        "training option 'epochs' is 'many', which is not a int",
+        "training option 'epochs' is 'many'; expected int",
     ),
     "empty state.pt": (
         lambda tmp, run: [

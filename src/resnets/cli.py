@@ -8,12 +8,12 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from .deploy.runtimes import RUNTIMES
 from .experiments.options import BUDGETS, DATA_SETS, EXPERIMENTS
 from .models import create_model, get_entry, list_models, summarize
-from .train.config import HELP, PRESETS, RESUMABLE, TrainConfig, apply_preset
+from .train.config import PRESETS, RESUMABLE, TrainConfig, apply_preset
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -329,34 +329,32 @@ def non_negative_int(text: str) -> int:
 
 
 def add_config_flags(parser: argparse.ArgumentParser, skip: frozenset[str] = frozenset()) -> None:
-    """One flag per TrainConfig field (--batch-size for batch_size), except `skip`; unset flags keep the
-    preset's value."""
+    """One flag per TrainConfig field (--batch-size for batch_size), except `skip`, its help text taken from
+    the field; unset flags keep the preset's value."""
     hints = get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
-        if f.name in skip:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        hint = hints[f.name]
-        kinds = (
-            [hint]
-            if get_origin(hint) is Literal
-            else [t for t in get_args(hint) or (hint,) if t is not type(None)]
-        )
-        if kinds == [bool]:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=f"{HELP[f.name]} (default: {f.default})" if f.name in HELP else None)  # fmt: skip
-        elif get_origin(kinds[0]) is Literal:
-            parser.add_argument(flag, choices=get_args(kinds[0]), default=argparse.SUPPRESS,
-                                help=f"{HELP.get(f.name, '')} (default: {f.default})")  # fmt: skip
-        elif get_origin(kinds[0]) is list:  # e.g. --milestones 0.5 0.75
-            parser.add_argument(flag, type=get_args(kinds[0])[0], nargs="+", default=argparse.SUPPRESS,
-                                help=f"{HELP.get(f.name, '')} (default: {f.default})")  # fmt: skip
-        elif get_origin(kinds[0]) is dict:  # e.g. --spec-overrides '{"stem": "cifar"}'
-            parser.add_argument(flag, type=json.loads, default=argparse.SUPPRESS, metavar="JSON",
-                                help=f"JSON object, default: {f.default}")  # fmt: skip
-        else:
-            parser.add_argument(flag, type=kinds[0], default=argparse.SUPPRESS, metavar=kinds[0].__name__.upper(),
-                                help=f"{HELP.get(f.name, '')} (default: {f.default})")  # fmt: skip
+        if f.name not in skip:
+            parser.add_argument("--" + f.name.replace("_", "-"), default=argparse.SUPPRESS,
+                                help=f"{f.metadata['help']} (default: {f.default})", **flag_kind(hints[f.name]))  # fmt: skip
+
+
+def flag_kind(hint: Any) -> dict[str, Any]:
+    """argparse's type, choices, nargs or action for a TrainConfig field of type `hint`."""
+    kinds = (
+        [hint]
+        if get_origin(hint) is Literal
+        else [t for t in get_args(hint) or (hint,) if t is not type(None)]
+    )
+    kind = kinds[0]
+    if kinds == [bool]:
+        return {"action": argparse.BooleanOptionalAction}
+    if get_origin(kind) is Literal:
+        return {"choices": get_args(kind)}
+    if get_origin(kind) is tuple:  # e.g. --milestones 0.5 0.75
+        return {"type": get_args(kind)[0], "nargs": "+"}
+    if get_origin(kind) is dict:  # e.g. --spec-overrides '{"stem": "cifar"}'
+        return {"type": json.loads, "metavar": "JSON"}
+    return {"type": kind, "metavar": kind.__name__.upper()}
 
 
 def add_input_size(p: argparse.ArgumentParser, help: str) -> None:

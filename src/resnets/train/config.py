@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -14,75 +14,159 @@ from ..models.registry import get_entry
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
-@dataclass
-class TrainConfig:
-    """Everything that defines a run; saved as `config.json` in the run folder. None means "derive it"."""
+def option(default: Any, help: str) -> Any:
+    """A TrainConfig field with its `--help` text beside it (`resnets train --help` is built from these)."""
+    return field(default=default, metadata={"help": help})
 
-    model: str = "cifar_resnet20"
-    data: str = "fashion-mnist"  # fashion-mnist | cifar10 | cifar100 | imagenette | folder:PATH
-    data_root: str | None = None  # where the data set lies (default: $RESNETS_DATA and standard places)
-    epochs: int = 5
-    batch_size: int = 128  # per process: a distributed job's global batch is this x its processes
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float | None = None  # peak learning rate; default 0.1 x global batch/128 (SGD) or 1e-3 (AdamW)
-    momentum: float = 0.9  # SGD momentum (0 for plain SGD)
-    nesterov: bool = True  # Nesterov momentum; the paper used plain (heavy-ball) momentum
-    weight_decay: float = 5e-4  # not applied to BatchNorm and biases
-    # after warm-up: onecycle (linear decay to 0), cosine (to 0), step (x gamma at each milestone), constant
-    schedule: Literal["onecycle", "cosine", "step", "constant"] = "onecycle"
-    milestones: list[float] | None = None  # step: fractions of the training length (default 0.5, 0.75)
-    gamma: float = 0.1  # step: the LR is multiplied by this at each milestone
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    # augmentation (in-memory sets: batched random crop with padding, flip, cutout; mixup for all)
-    crop_padding: int | None = None  # default: 4 for CIFAR (the paper's), 0 for the rest (see augment())
-    flip: bool = True
-    cutout: int = 0
-    mixup: float = 0.0  # Beta(alpha, alpha); 0 disables
-    # model options
-    weights: str | None = None  # a local .pth/.safetensors file, or a name: IMAGENET1K_V1, DEFAULT, timm:TAG
-    freeze: bool = False  # train only the classifier (and BatchNorm, see train_bn) for all epochs
-    freeze_epochs: int = 0  # fastai's fine_tune: N head-only epochs first, then `epochs` with all layers
-    train_bn: bool = True  # BatchNorm stays trainable while the body is frozen (fastai's default)
-    lr_ratio: float = 10.0  # discriminative LRs after unfreezing: first layers get lr / lr_ratio
-    in_channels: int | None = None  # default: the data's (1 for Fashion-MNIST), 3 with ImageNet weights
-    image_size: int | None = None  # default: the data's own size (224 for folders)
-    progressive_from: int = 0  # progressive resizing: first epoch at this side, full size by 3/4; 0: off
-    drop_rate: float = 0.0
-    stochastic_depth: float = 0.0
-    zero_init_residual: bool = False
-    shortcut: Literal["A", "B", "C"] | None = None  # override the model's skip connection (paper options)
-    spec_overrides: dict[str, Any] | None = None  # ResNetSpec fields to change, e.g. {"stem": "cifar"}
-    # speed
-    precision: Precision = (
-        "auto"  # GPUs: bf16 from capability 8.0, else fp16 + GradScaler; CPUs: fp32/bf16, timed
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a run; saved as `config.json` in the run folder. None means "derive it".
+    Frozen: a run's settings never change under it (`dataclasses.replace` makes a changed copy); sequences
+    are tuples. Types are checked on construction (`check_types`), ranges by `validate`."""
+
+    model: str = option("cifar_resnet20", "model name (`resnets list`)")
+    data: str = option("fashion-mnist", "fashion-mnist, cifar10, cifar100, imagenette or folder:PATH")
+    data_root: str | None = option(
+        None, "where the data set lies (default: $RESNETS_DATA and standard places)"
     )
-    channels_last: bool | None = None  # default: on for CUDA; on a CPU the faster, timed (see precision)
-    compile: bool | None = None  # default: on a CPU, timed for runs of 30+ min and kept if it pays; else off
-    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 disables
-    grad_clip: float = 0.0
-    # data handling
-    val_split: float = 0.0  # carve this fraction of train (per class, seeded) as the validation split
-    # what selects best.safetensors on validation (default: accuracy); the test split never selects anything
-    monitor: Literal["loss", "accuracy", "balanced_accuracy", "macro_f1", "roc_auc"] | None = None
-    early_stop: int = 0  # stop after this many epochs without a better validation score; 0: off
-    eval_every: int = 1  # evaluate (validation, else test for the curve) every N epochs and after the last
-    positive: str | None = None  # two classes: the class sensitivity refers to (default: the second)
-    threshold: float = 0.5  # two classes: probability of `positive` from which an image is called positive
-    class_weights: Literal["balanced"] | None = None  # weigh each class's loss by n / (k * n_class)
-    sampler: Literal["random", "balanced"] = "random"  # balanced: each class equally likely per draw
-    limit: int | None = None  # use at most this many training images (quick runs)
-    test_limit: int | None = None  # evaluate on at most this many test images (quick runs)
-    strict_data: bool = False
-    workers: int = 2
-    tta: bool = True  # average with the mirrored image in evaluation (--no-tta to turn off)
-    # bookkeeping
-    seed: int = 0
-    deterministic: bool = False
-    out: str | None = None  # run folder; default runs/<model>-<data>-<time>
-    device: str = "auto"
-    quiet: bool = False
-    sync_bn: bool = False
+    epochs: int = option(5, "training epochs (after --freeze-epochs, if any)")
+    batch_size: int = option(
+        128, "images per step and process: a distributed job's global batch is this x its processes"
+    )
+    optimizer: Literal["sgd", "adamw"] = option("sgd", "sgd or adamw")
+    lr: float | None = option(
+        None, "peak learning rate (default: 0.1 x global batch / 128 for SGD, 1e-3 for AdamW)"
+    )
+    momentum: float = option(0.9, "SGD momentum (0: plain SGD)")
+    nesterov: bool = option(True, "Nesterov momentum (the paper used plain heavy-ball momentum)")
+    weight_decay: float = option(5e-4, "weight decay, not applied to BatchNorm and biases")
+    schedule: Literal["onecycle", "cosine", "step", "constant"] = option(
+        "onecycle",
+        "after the warm-up: onecycle (linear decay to 0), cosine (to 0), step (x gamma at each "
+        "milestone), constant",
+    )
+    milestones: tuple[float, ...] | None = option(
+        None,
+        "step schedule: fractions of the training length where the LR is multiplied by --gamma "
+        "(None: 0.5 0.75, the paper's)",
+    )
+    gamma: float = option(0.1, "step schedule: the LR is multiplied by this at each milestone")
+    warmup_epochs: float = option(1.0, "epochs of linear LR warm-up")
+    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy loss")
+    crop_padding: int | None = option(
+        None,
+        "random crops after padding this many px (default: 4 for CIFAR as the paper, 0 for the rest; "
+        "in-memory data sets)",
+    )
+    flip: bool = option(True, "random horizontal flips")
+    cutout: int = option(0, "cutout: a random square of this side set to zero (0: off)")
+    mixup: float = option(0.0, "mixup's Beta(alpha, alpha) (0: off)")
+    weights: str | None = option(
+        None,
+        "start from a local .pth/.safetensors file (ours, torchvision's or timm's layout) or from named "
+        "weights: torchvision's (DEFAULT, IMAGENET1K_V1, ...) or timm's (timm:TAG); `resnets weights` lists them",
+    )
+    freeze: bool = option(
+        False, "train only the classifier (and BatchNorm unless --no-train-bn) for all epochs"
+    )
+    freeze_epochs: int = option(
+        0,
+        "fastai's fine_tune: N head-only epochs first, then --epochs more with all layers (so N + epochs in "
+        "all), each phase with its own LR schedule",
+    )
+    train_bn: bool = option(True, "keep BatchNorm trainable while the body is frozen, as fastai does")
+    lr_ratio: float = option(
+        10.0, "after unfreezing, the first layers train at lr / lr_ratio (discriminative LRs)"
+    )
+    in_channels: int | None = option(
+        None, "input channels (default: the data's, 1 for Fashion-MNIST; 3 with ImageNet weights)"
+    )
+    image_size: int | None = option(None, "image side in px (default: the data's own size, 224 for folders)")
+    progressive_from: int = option(
+        0,
+        "progressive resizing (fast.ai, FFCV): train the first epoch at this image side, growing linearly to "
+        "the full size by 3/4 of the epochs, the rest at full size; evaluation always at full size (0: off)",
+    )
+    drop_rate: float = option(0.0, "dropout before the classifier")
+    stochastic_depth: float = option(
+        0.0, "stochastic depth: the last block's drop probability (linear in depth)"
+    )
+    zero_init_residual: bool = option(
+        False, "start each block's last BatchNorm at zero (each block the identity)"
+    )
+    shortcut: Literal["A", "B", "C"] | None = option(
+        None,
+        "override the model's skip connection: A zero-pad, B projection where the shape changes, C everywhere",
+    )
+    spec_overrides: dict[str, Any] | None = option(
+        None, 'ResNetSpec fields to change, as a JSON object, e.g. {"stem": "cifar"}'
+    )
+    precision: Precision = option(
+        "auto",
+        "auto (GPUs: bf16 from capability 8.0, else fp16 with loss scaling; CPUs: fp32 or bf16, timed), "
+        "fp32, bf16 or fp16",
+    )
+    channels_last: bool | None = option(
+        None, "channels_last memory layout (default: on for CUDA; on a CPU the faster, timed)"
+    )
+    compile: bool | None = option(
+        None,
+        "train through torch.compile; unset: a CPU run estimated at 30+ minutes times its step compiled "
+        "and keeps it when it saves at least twice the compile time (GPUs: off unless asked; on one GPU it records "
+        "CUDA graphs, 2.2-2.6x for small images, docs/gpu.md)",
+    )
+    ema: float = option(0.0, "decay of an exponential moving average of the weights, e.g. 0.999 (0: off)")
+    grad_clip: float = option(0.0, "clip the gradients' total norm to this (0: off)")
+    val_split: float = option(
+        0.0, "carve this fraction of the training images (per class, seeded) as the validation split"
+    )
+    monitor: Literal["loss", "accuracy", "balanced_accuracy", "macro_f1", "roc_auc"] | None = option(
+        None,
+        "what picks best.safetensors on the validation split (default accuracy); needs one. The test "
+        "split never selects anything",
+    )
+    early_stop: int = option(
+        0, "stop after N epochs without a better validation score (0: off); needs a validation split"
+    )
+    eval_every: int = option(
+        1,
+        "evaluate every N epochs and after the last one (Keras' validation_freq): a shorter run when the "
+        "per-epoch curve is not needed; the best epoch is chosen among the evaluated ones",
+    )
+    positive: str | None = option(None, "two classes: the class sensitivity refers to (default: the second)")
+    threshold: float = option(
+        0.5, "two classes: probability of --positive from which an image is called positive"
+    )
+    class_weights: Literal["balanced"] | None = option(
+        None, "balanced: weigh each class's loss by n / (classes x its images), for imbalanced data"
+    )
+    sampler: Literal["random", "balanced"] = option(
+        "random", "balanced: draw every epoch with replacement, each class equally likely (seeded)"
+    )
+    limit: int | None = option(
+        None, "use at most this many training images, balanced over classes (quick runs)"
+    )
+    test_limit: int | None = option(None, "evaluate on at most this many test images (quick runs)")
+    strict_data: bool = option(
+        False, "refuse unreadable images instead of leaving them out (and listing them)"
+    )
+    workers: int = option(2, "data-loading processes for image folders")
+    tta: bool = option(True, "average with the mirrored image in evaluation (--no-tta: single view)")
+    seed: int = option(0, "random seed (weights, data order, augmentation)")
+    deterministic: bool = option(False, "deterministic algorithms only (slower)")
+    out: str | None = option(None, "run folder (default: runs/<model>-<data>-<time>)")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    quiet: bool = option(False, "no progress bar or log lines")
+    sync_bn: bool = option(False, "synchronise BatchNorm statistics across processes (distributed jobs)")
+
+    def __post_init__(self) -> None:
+        hints = get_type_hints(TrainConfig)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list) and _tuple_hint(hints[f.name]):  # JSON and argparse give lists
+                object.__setattr__(self, f.name, tuple(value))
+        check_types(self, hints)
 
     @property
     def total_epochs(self) -> int:
@@ -111,12 +195,6 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
-        hints = get_type_hints(cls)
-        for name, value in values.items():
-            if not _has_type(value, hints[name]):
-                raise ValueError(
-                    f"training option {name!r} is {value!r}, which is not a {_type_name(hints[name])}"
-                )
         return cls(**values)
 
     @classmethod
@@ -130,7 +208,7 @@ class TrainConfig:
             raise ValueError(f"{path}: {e}") from None
 
     def validate(self) -> None:
-        """Reject impossible values with messages that say what to change."""
+        """Reject impossible values with messages that say what to change (the types are checked already)."""
         checks = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
@@ -171,11 +249,6 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (0 <= self.ema < 1, "ema is a decay in [0, 1), e.g. 0.999"),
             (self.mixup >= 0, "mixup alpha must be >= 0"),
-            (self.optimizer in ("sgd", "adamw"), f"optimizer must be sgd or adamw, got {self.optimizer!r}"),
-            (
-                self.schedule in ("onecycle", "cosine", "step", "constant"),
-                f"schedule must be onecycle, cosine, step or constant, got {self.schedule!r}",
-            ),
             (
                 self.milestones is None
                 or list(self.milestones) == sorted(self.milestones)
@@ -183,7 +256,6 @@ class TrainConfig:
                 f"milestones are increasing fractions of the training length in (0, 1), got {self.milestones}",
             ),
             (0 < self.gamma <= 1, f"gamma multiplies the LR at each milestone, in (0, 1], got {self.gamma}"),
-            (self.precision in ("auto", "fp32", "bf16", "fp16"), f"unknown precision {self.precision!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -228,33 +300,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-# `--help` text for the options whose meaning is not plain from their name (the rest show their default).
-HELP: dict[str, str] = {
-    "compile": "train through torch.compile; unset: a CPU run estimated at 30+ minutes times its step compiled "
-    "and keeps it when it saves at least twice the compile time (GPUs: off unless asked; on one GPU it records "
-    "CUDA graphs, 2.2-2.6x for small images, docs/gpu.md)",
-    "freeze": "train only the classifier (and BatchNorm unless --no-train-bn) for all epochs",
-    "freeze_epochs": "fastai's fine_tune: N head-only epochs first, then --epochs more with all layers "
-    "(so N + epochs in all), each phase with its own LR schedule",
-    "train_bn": "keep BatchNorm trainable while the body is frozen, as fastai does",
-    "lr_ratio": "after unfreezing, the first layers train at lr / lr_ratio (discriminative LRs)",
-    "val_split": "carve this fraction of the training images (per class, seeded) as the validation split",
-    "monitor": "what picks best.safetensors on the validation split (default accuracy); needs one",
-    "early_stop": "stop after N epochs without a better validation score (0: off); needs a validation split",
-    "eval_every": "evaluate every N epochs and after the last one (Keras' validation_freq): a shorter run when "
-    "the per-epoch curve is not needed; the best epoch is chosen among the evaluated ones",
-    "progressive_from": "progressive resizing (fast.ai, FFCV): train the first epoch at this image side, growing "
-    "linearly to the full size by 3/4 of the epochs, the rest at full size; evaluation always at full size (0: off)",
-    "positive": "two classes: the class sensitivity refers to (default: the second)",
-    "threshold": "two classes: probability of --positive from which an image is called positive",
-    "class_weights": "balanced: weigh each class's loss by n / (classes x its images), for imbalanced data",
-    "sampler": "balanced: draw every epoch with replacement, each class equally likely (seeded)",
-    "milestones": "step schedule: fractions of the training length where the LR is multiplied by --gamma "
-    "(None: 0.5 0.75, the paper's)",
-    "weights": "start from a local .pth/.safetensors file (ours, torchvision's or timm's layout) or from named "
-    "weights: torchvision's (DEFAULT, IMAGENET1K_V1, ...) or timm's (timm:TAG); `resnets weights` lists them",
-}
-
 # What `--resume` may change: more epochs (the schedule stretches to the new length), where the data lies now,
 # the device, and output/loader settings. Anything else would make the resumed run another run.
 RESUMABLE = ("epochs", "data_root", "device", "quiet", "workers")
@@ -272,6 +317,22 @@ def resume_config(saved: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
     return replace(saved, **changes)
 
 
+def check_types(cfg: TrainConfig, hints: dict[str, Any]) -> None:
+    """Every field's value against its type hint, named in the error (a JSON file or a Python caller may
+    pass anything)."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if not _has_type(value, hints[f.name]):
+            raise ValueError(f"training option {f.name!r} is {value!r}; expected {_type_name(hints[f.name])}")
+
+
+def _tuple_hint(hint: Any) -> bool:
+    return any(
+        get_origin(h) is tuple
+        for h in (get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,))
+    )
+
+
 def _has_type(value: Any, hint: Any) -> bool:
     """Whether a JSON value fits a TrainConfig field's type hint (ints are accepted for floats)."""
     origin = get_origin(hint)
@@ -285,6 +346,8 @@ def _has_type(value: Any, hint: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
+    if origin is tuple:  # tuple[X, ...]
+        return isinstance(value, tuple) and all(_has_type(v, get_args(hint)[0]) for v in value)
     return isinstance(value, origin or hint)
 
 

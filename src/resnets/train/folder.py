@@ -64,7 +64,11 @@ CHECKPOINTS = (STATE_FILE, LAST)  # a run with none of these died before its fir
 METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_score", "test_loss", "test_acc",
                  "lr", "seconds"]  # fmt: skip
 
-_held: dict[Path, tuple[int, bool]] = {}  # folder -> (descriptor holding its lock, created by this claim)
+_held: dict[Path, tuple[int, bool]] = {}
+
+
+class FolderInUse(ValueError):
+    """Another process trains into the folder."""  # folder -> (descriptor holding its lock, created by this claim)
 
 
 def owned_files(path: Path) -> list[Path] | None:
@@ -136,7 +140,7 @@ class RunFolder:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise ValueError(
+            raise FolderInUse(
                 f"{self.path} is in use by another training process; wait for it or choose another --out"
             ) from None
         _held[key] = (fd, created)

@@ -24,7 +24,7 @@ from ..provenance import git_state, invocation
 from . import distributed
 from .checkpoint import WeightsMeta
 from .config import TrainConfig, resume_config
-from .folder import RunFolder, elastic_resume
+from .folder import FolderInUse, RunFolder, elastic_resume, holds_run
 from .loop import evaluate, log, set_frozen, train_one_epoch
 from .metrics import EvalResult, Operating
 from .optim import default_lr, lr_factor
@@ -107,13 +107,7 @@ def fit(
     with distributed.process_group():
         if cfg is not None and (elastic := elastic_resume(cfg)) is not None:
             cfg, resume, changes = None, elastic, {"quiet": cfg.quiet}  # torchrun restarted this worker
-        path = (
-            Path(resume)
-            if resume is not None
-            else Path(cfg.out or distributed.on_main(partial(default_run_dir, cfg)))
-        )
-        folder = RunFolder(path, is_main=distributed.is_main_process())
-        folder.claim(resume=resume is not None, overwrite=overwrite)
+        folder = claim_folder(cfg, resume, overwrite)
         try:
             return _fit(open_run(cfg, folder, changes or {}))
         finally:
@@ -134,6 +128,28 @@ def open_run(cfg: TrainConfig | None, folder: RunFolder, changes: Mapping[str, A
     if resuming:
         restore(run, folder.read_state())
     return run
+
+
+def claim_folder(cfg: TrainConfig | None, resume: str | Path | None, overwrite: bool) -> RunFolder:
+    """The run's folder, claimed: `resume`, else `cfg.out`, else a new runs/<model>-<data>-<time> (with -2, -3,
+    ... where another run started in the same second)."""
+    is_main = distributed.is_main_process()
+    if resume is not None or cfg.out:
+        folder = RunFolder(Path(resume if resume is not None else cfg.out), is_main)
+        folder.claim(resume=resume is not None, overwrite=overwrite)
+        return folder
+    stem = distributed.on_main(partial(default_run_dir, cfg))
+    for attempt in range(1, 100):
+        folder = RunFolder(stem if attempt == 1 else stem.with_name(f"{stem.name}-{attempt}"), is_main)
+        try:
+            folder.claim(resume=False, overwrite=False)
+            return folder
+        except FolderInUse:
+            continue
+        except ValueError:
+            if not holds_run(folder.path):
+                raise
+    raise ValueError(f"could not find a free run folder beside {stem}: choose one with --out")
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:

@@ -27,6 +27,7 @@ from typing import Any
 from ...files import atomic_write_text
 from ...provenance import generated_by, git_state, invocation, provenance
 from ...train import History, TrainConfig, fit
+from ...train.folder import FolderInUse
 
 # settings that make a unit's numbers what they are; speed knobs (precision, layout, compile), paths and
 # logging are recorded in the unit's `runtime` but do not define it
@@ -176,10 +177,8 @@ def train_unit(study: Study, unit: Unit, where: Where, threads: int | None) -> d
             history = fit(resume=run_dir, changes={"data_root": where.data_root, "device": where.device})
         else:  # a new unit, or one killed before its first checkpoint: the folder is the runner's own
             history = fit(TrainConfig.from_dict(values), overwrite=True)
-    except ValueError as e:
-        if "in use by another training process" in str(e):
-            return None
-        raise
+    except FolderInUse:
+        return None
     record = {
         "study": study.name, "unit": unit.name, "arm": unit.arm.label, "seed": unit.seed,
         "settings": study.settings(unit),
