@@ -29,9 +29,9 @@ SETTINGS = {  # name -> environment for the measured process ("auto": resnets pi
 WORK = """
 import os, time, torch
 from resnets import create_model
-from resnets.train.runtime import apply_threads
+from resnets.machine import set_threads
 if os.environ.get("RESNETS_BENCH_AUTO"):
-    apply_threads()
+    set_threads()
 model = create_model("cifar_resnet20", in_channels=1).to(memory_format=torch.channels_last)
 opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 x = torch.randn(128, 1, 28, 28).contiguous(memory_format=torch.channels_last)

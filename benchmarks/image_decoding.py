@@ -39,6 +39,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from resnets.data import folder
 from resnets.data.folder import eval_preprocess, eval_resize, scan_classes
+from resnets.machine import cpu_model
 from resnets.timing import median_seconds_each
 
 CPU = torch.device("cpu")
@@ -188,8 +189,7 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
-    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(["lscpu"], capture_output=True,
-                text=True).stdout.splitlines() if line.startswith("Model name")), platform.processor())  # fmt: skip
+    cpu = cpu_model()
     print(f"Command: `python {' '.join(sys.argv)}`; commit {commit}; CPU {cpu} ({os.cpu_count()} cores, load "
           f"average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after); 1 torch thread; Python {platform.python_version()}, "
           f"Pillow {PIL.__version__}, simplejpeg {simplejpeg.__version__}, torch {torch.__version__}, "

@@ -12,7 +12,6 @@ was trained on, int8 calibrated on `--calibration` training images.
 from __future__ import annotations
 
 import argparse
-import platform
 import subprocess
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import torchao
 from resnets.data.load import load_dataset
 from resnets.deploy import prepare_for_inference
 from resnets.deploy.prepare import quantize_int8
+from resnets.machine import cpu_model
 from resnets.models import create_model
 from resnets.timing import median_seconds_each
 from resnets.trained import load_trained
@@ -109,13 +109,6 @@ def trained_data(weights: str) -> str:
     return read_meta(resolve_weights(weights))["data"]
 
 
-def cpu_name() -> str:
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-        if line.startswith("Model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -136,7 +129,7 @@ def main() -> None:
         True  # for fp32/bf16 compiled: as int8 gets it (oneDNN weight prepacking)
     )
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
-    print(f"commit {commit.strip()}, {cpu_name()}, {args.threads} thread(s), torch {torch.__version__}, "
+    print(f"commit {commit.strip()}, {cpu_model()}, {args.threads} thread(s), torch {torch.__version__}, "
           f"torchao {torchao.__version__}")  # fmt: skip
     if args.weights:
         print(

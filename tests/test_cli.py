@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from resnets import create_model
-from resnets.cli import main
+from resnets.cli import COMMANDS, build_parser, main
 from resnets.data.folder import read_image
 from resnets.train.checkpoint import read_meta
 
@@ -276,3 +276,17 @@ def test_evaluate_normalises_like_training(
     assert [tuple(seen[0].mean), tuple(seen[0].std)] == [tuple(meta["mean"]), tuple(meta["std"])]
     assert seen[0].mean[0] == pytest.approx(0.4914)
     assert "top-1" in capsys.readouterr().out
+
+
+def test_every_command_has_help_and_every_train_option_explains_itself(capsys: pytest.CaptureFixture) -> None:
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 (argparse keeps them there only)
+    assert len(commands) == len(COMMANDS)
+    for name in commands:
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0, name
+    text = " ".join(capsys.readouterr().out.split())  # unwrapped
+    train = commands["train"]
+    silent = [a.option_strings[0] for a in train._actions if a.option_strings and not a.help]  # noqa: SLF001
+    assert silent == [] and "--limit INT" in text and "balanced over classes" in text

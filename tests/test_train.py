@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 import resnets
 from resnets import create_model
 from resnets.data import DataBundle, TensorSplit, make_loader, mixup
-from resnets.train import History, TrainConfig, evaluate, fit
+from resnets.train import History, TrainConfig, evaluate, fit, schedule
 from resnets.train import folder as folder_module
 from resnets.train import run as run_module
 from resnets.train import setup as train_setup
@@ -393,7 +393,7 @@ def test_step_and_constant_schedules_and_the_source_presets() -> None:
     )
     assert [lr_factor(s, 10, 2, "constant") for s in range(10)] == [0.5] + [1.0] * 9
     paper = apply_preset("paper", {})
-    at_epoch = [run_module.lr_multiplier(paper, 351, e * 351) for e in (0, 90, 91, 136, 137, 181)]
+    at_epoch = [schedule.lr_multiplier(paper, 351, e * 351) for e in (0, 90, 91, 136, 137, 181)]
     assert at_epoch == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
     for cfg in (paper, apply_preset("d2l", {})):
         cfg.validate()

@@ -51,14 +51,14 @@ def train_argv(args: argparse.Namespace) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume) a model; every TrainConfig field is a flag, given flags override the preset."""
+    from .machine import set_threads
     from .train import train
     from .train.distributed import is_main_process, launch, launched_by_torchrun
-    from .train.runtime import apply_threads
 
     if args.nproc is not None:
         return launch(args.nproc, train_argv(args))
     if not launched_by_torchrun():  # (a torchrun worker gets its share of the cores from the launcher)
-        reason = apply_threads(args.threads)
+        reason = set_threads(args.threads)
         if reason and not getattr(args, "quiet", False):
             print(f"resnets train: {reason}", flush=True)
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
@@ -130,14 +130,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     images are reported on stderr one line each (exit 2) without hiding the others' answers. With --output
     the answers go to a CSV or JSON file instead of stdout."""
     from .files import atomic_write_text
+    from .machine import set_threads
     from .train.progress import progress
-    from .train.runtime import apply_threads
     from .trained import cam_names, expand_images, load_trained, predict, predictions_csv, write_cam
 
     if args.output and Path(args.output).suffix not in (".csv", ".json"):
         raise ValueError(f"--output {args.output}: write .csv or .json")
     refuse_run_file(args.output, "--output")
-    apply_threads()  # the cores other processes leave idle (ONNX Runtime is given as many)
+    set_threads()  # the cores other processes leave idle (ONNX Runtime is given as many)
     trained = load_trained(args.weights, args.model, args.num_classes, args.in_channels)
     paths = expand_images(args.images)
     if not paths:
@@ -374,27 +374,21 @@ def add_foreign_weights_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--in-channels", type=positive_int, default=None, help="default 3")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="resnets", description="The ResNet family: models, training, experiments."
-    )
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def add(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, parents=[common])  # --debug on every sub-command
-
+def add_list_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = add("list", "list the model zoo")
     p.add_argument("filter", nargs="?", help="only names containing this text")
     p.set_defaults(handler=cmd_list)
 
+
+def add_summary_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = add("summary", "layer table, parameters and MACs of a model")
     p.add_argument("model", help="model name (see `resnets list`)")
     add_input_size(p, "default 3 224 224 (CIFAR nets 3 32 32)")
     p.add_argument("--num-classes", type=positive_int, default=None)
     p.set_defaults(handler=cmd_summary)
 
+
+def add_train_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = add("train", "train or fine-tune a model (default: the Fashion-MNIST recipe)")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="named recipe (default: default; paper: He et al. 2016 section 4.2, ResNet-20 on CIFAR-10; d2l: d2l.ai section 7.6, ResNet-18 on Fashion-MNIST at 96 px)")  # fmt: skip
     p.add_argument(
@@ -417,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
     p.set_defaults(handler=cmd_train)
 
+
+def add_lr_find_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = add("lr-find", "LR range test: suggest a learning rate for these training flags")
     p.add_argument(
         "--preset", default="default", choices=sorted(PRESETS), help="named recipe (default: default)"
@@ -428,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p, skip=frozenset({"out", "epochs", "lr", "schedule", "warmup_epochs", "ema", "tta"}))
     p.set_defaults(handler=cmd_lr_find)
 
+
+def add_evaluate_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = add("evaluate", "evaluate trained weights on a data set")
     p.add_argument("weights", help="run folder or weights file")
     p.add_argument("--data", default="fashion-mnist")
@@ -457,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(handler=cmd_evaluate)
 
+
+def add_predict_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = add("predict", "classify image files with trained weights")
     p.add_argument("weights", help="run folder, weights file, or a weights name with --model")
     p.add_argument(
@@ -477,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_foreign_weights_options(p)
     p.set_defaults(handler=cmd_predict)
 
+
+def add_export_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = add("export", "fold BN and export trained weights to ONNX or pt2 (dynamic batch)")
     p.add_argument("weights", help="run folder or weights file")
     p.add_argument("--format", default="onnx", help="onnx (default) or pt2 (torch.export)")
@@ -490,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_input_size(p, "default: the run's input format")
     p.set_defaults(handler=cmd_export)
 
+
+def add_benchmark_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = add("benchmark", "training and inference throughput vs torchvision, ONNX Runtime and the matmul peak")
     p.add_argument("--models", nargs="+", default=None, help="ImageNet nets (default: resnet18 resnet50)")
     p.add_argument("--cifar-models", nargs="*", default=None, help="default: cifar_resnet20 cifar_resnet56")
@@ -512,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="PATH", help="also write the full result as JSON")
     p.set_defaults(handler=cmd_benchmark)
 
+
+def add_experiment_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = add("experiment", "measure why ResNets work; writes a report with a verdict")
     p.add_argument("name", choices=EXPERIMENTS, help="; ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items()))
     p.add_argument("--budget", default="quick", choices=BUDGETS, help="tiny: seconds (smoke test); quick (default): "
@@ -533,12 +539,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads (default: torch's; 1 is far faster on a busy shared machine)")  # fmt: skip
     p.set_defaults(handler=cmd_experiment)
 
+
+def add_study_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     from .experiments.studies import STUDIES
 
     p = add(
         "study", "a seed's claim at full scale: resumable units (one net, one seed), a report from those done"
     )
-    p.add_argument("name", choices=STUDIES, help="; ".join(f"{k}: {s.title}" for k, s in STUDIES.items()))
+    titles = "; ".join(f"{k}: {s.title}" for k, s in STUDIES.items())
+    p.add_argument("name", choices=STUDIES, help=titles.replace("%", "%%"))  # argparse formats help with %
     p.add_argument("--out", default=None, help="report and units/ folder (default: runs/studies/NAME)")
     p.add_argument("--work", default=None, help="the units' run folders (default: OUT/runs)")
     p.add_argument("--data-root", default=None, help="where the data set lies (default: standard places)")
@@ -556,9 +565,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: torch's)")
     p.set_defaults(handler=cmd_study)
 
+
+def add_weights_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = add("weights", "named weights per model (--weights NAME): ImageNet top-1, size, whether cached")
     p.add_argument("model", nargs="?", help="one model (default: every model that has some)")
     p.set_defaults(handler=cmd_weights)
+
+
+COMMANDS = (
+    add_list_command,
+    add_summary_command,
+    add_train_command,
+    add_lr_find_command,
+    add_evaluate_command,
+    add_predict_command,
+    add_export_command,
+    add_benchmark_command,
+    add_experiment_command,
+    add_study_command,
+    add_weights_command,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resnets", description="The ResNet family: models, training, experiments."
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])  # --debug on every sub-command
+
+    for add_command in COMMANDS:
+        add_command(add)
     return parser
 
 

@@ -22,28 +22,38 @@ def core_count() -> int:
 
 
 def busy_cores(seconds: float = 0.3) -> float:
-    """How many cores' worth of CPU time the machine spent busy over the next `seconds` (from /proc/stat;
-    0.0 where that cannot be read). Called before a run starts, this is other processes' load."""
+    """How many of this process's cores (its affinity mask) were busy over the next `seconds`, in cores'
+    worth of CPU time (from /proc/stat's per-CPU lines; 0.0 where they cannot be read). Called before a run
+    starts, this is other processes' load on the cores this process may use: a busy core it may not use is
+    no reason to run fewer threads."""
     stat = Path("/proc/stat")
     if not stat.is_file():
         return 0.0
+    mine = {f"cpu{c}" for c in os.sched_getaffinity(0)} if hasattr(os, "sched_getaffinity") else None
 
     def sample() -> tuple[int, int]:
-        ticks = [int(v) for v in stat.read_text().split("\n", 1)[0].split()[1:9]]  # user .. steal
-        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+        total = idle = 0
+        for line in stat.read_text().splitlines()[1:]:
+            name, *values = line.split()
+            if not name.startswith("cpu"):
+                break
+            if mine is None or name in mine:
+                ticks = [int(v) for v in values[:8]]  # user .. steal
+                total, idle = total + sum(ticks), idle + ticks[3] + ticks[4]  # idle + iowait
+        return total, idle
 
     total, idle = sample()
     time.sleep(seconds)
     total2, idle2 = sample()
     if total2 <= total:
         return 0.0
-    return (1 - (idle2 - idle) / (total2 - total)) * (os.cpu_count() or 1)
+    return (1 - (idle2 - idle) / (total2 - total)) * (len(mine) if mine else os.cpu_count() or 1)
 
 
 def free_cores() -> tuple[int, int, float]:
     """(threads to compute with, cores, cores other processes keep busy): every core this process may use,
-    less the busy ones, at least 1. OpenMP threads wait for each other at every op, so a thread that shares its
-    core with another process slows all of them down (docs/benchmarks.md, "A busy machine")."""
+    less the busy ones among them, at least 1. OpenMP threads wait for each other at every op, so a thread
+    that shares its core with another process slows all of them down (docs/benchmarks.md, "A busy machine")."""
     busy, cores = busy_cores(), core_count()
     return idle_cores(busy, cores), cores, busy
 
@@ -51,6 +61,25 @@ def free_cores() -> tuple[int, int, float]:
 def idle_cores(busy: float, cores: int) -> int:
     """Cores of `cores` that other processes' `busy` cores' worth of load leaves free, at least 1."""
     return max(1, cores - round(busy))
+
+
+def set_threads(requested: int | None = None, processes: int = 1) -> str | None:
+    """The one CPU-thread policy: PyTorch gets `requested` threads, else $OMP_NUM_THREADS when set, else the
+    cores other processes leave idle, shared by the `processes` running on this machine (a distributed job's
+    local ones). Beside one busy process on 2 cores, 2 threads made training steps ~3x slower than on the
+    idle machine and 1 thread ~1.8x (docs/benchmarks.md, "A busy machine"). Returns why fewer threads than
+    cores were chosen, else None."""
+    if requested is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        requested = int(os.environ["OMP_NUM_THREADS"])
+    if requested is not None:
+        torch.set_num_threads(max(1, requested))
+        return None
+    idle, cores, busy = free_cores()
+    threads = max(1, idle // max(processes, 1))
+    torch.set_num_threads(threads)
+    if idle < cores:
+        return f"{threads} CPU threads: {busy:.1f} of {cores} cores busy with other work"
+    return None
 
 
 def cpu_model() -> str:

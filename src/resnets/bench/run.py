@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from ..machine import bf16_native, core_count, describe, load_average
+from ..machine import bf16_native, describe, load_average, set_threads
 from ..provenance import invocation, provenance
 from ..timing import median_seconds
 from .config import BenchConfig, Context
@@ -45,15 +45,15 @@ def measure_ceilings(config: BenchConfig, device: torch.device) -> dict[str, flo
 def run_benchmark(config: BenchConfig) -> dict:
     """Every measurement side by side: machine, matmul ceilings, training steps, inference.
 
-    Uses `config.threads` CPU threads (default: every core). With other jobs on the machine, OpenMP threads
-    that wait on each other at every op make all threads slow: measured 25x slower with 2 threads than 1 on
-    a 2-core machine running a second job. Ask for the idle cores only.
+    Uses `config.threads` CPU threads (default: the cores other jobs leave idle, `machine.set_threads`):
+    OpenMP threads that wait on each other at every op make all threads slow, measured 25x slower with 2
+    threads than 1 on a 2-core machine running a second job.
     """
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' asked for but CUDA is not available")
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads or core_count())
+    set_threads(config.threads)
     try:
         load_before = load_average()
         ctx = Context(config, device, measure_ceilings(config, device))

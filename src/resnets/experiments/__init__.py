@@ -16,10 +16,9 @@ def run_experiment(name: str, options: ExperimentOptions) -> Outcome:
     Unset data and seeds take the budget's defaults (`ExperimentOptions.resolved`). Each experiment's module is imported only when it runs, so the command line starts fast."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
-    if options.threads is not None:
-        import torch
+    from ..machine import set_threads
 
-        torch.set_num_threads(options.threads)
+    set_threads(options.threads)
     return import_module(f".{name}", __name__).run(options.resolved(name))
 
 

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..machine import core_count
+from ..machine import set_threads
 from .metrics import MetricAccumulator
 
 T = TypeVar("T")
@@ -42,23 +42,18 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
-def cpu_threads(local_world_size: int) -> int:
-    """Intra-op threads per process: this machine's usable cores shared by the processes on it."""
-    return max(1, core_count() // max(local_world_size, 1))
-
-
 @contextlib.contextmanager
 def process_group() -> Iterator[None]:
     """Join the torchrun job for the duration of a run (nothing to do outside torchrun).
 
     CUDA machines get NCCL for GPU tensors and gloo for CPU ones, each process on GPU LOCAL_RANK;
-    CPU-only machines get gloo, and each process `cpu_threads` intra-op threads.
+    CPU-only machines get gloo; the processes on a machine share its idle cores (`machine.set_threads`).
     """
     if not launched_by_torchrun() or dist.is_initialized():
         yield
         return
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
-    torch.set_num_threads(cpu_threads(local_world))
+    set_threads(processes=local_world)
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("cpu:gloo,cuda:nccl")

@@ -27,8 +27,9 @@ from .config import TrainConfig, resume_config
 from .folder import FolderInUse, RunFolder, elastic_resume, holds_run
 from .loop import evaluate, log, set_frozen, train_one_epoch
 from .metrics import EvalResult, Operating
-from .optim import default_lr, lr_factor
+from .optim import default_lr
 from .runtime import Runtime, compile_for_training, precision_name
+from .schedule import evaluates, lr_multiplier, train_size
 from .selection import Selection
 from .setup import Setup, positive_index, prepare
 from .tboard import log_epoch, open_writer
@@ -183,16 +184,6 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     log(run.cfg, run.runtime, f"resuming {run.dir} after epoch {run.start_epoch}/{run.cfg.total_epochs}")
 
 
-def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int, step: int) -> float:
-    """The LR schedule as a plain function of the global step. With --freeze-epochs the head-only phase
-    and the unfrozen phase each get their own schedule, as fastai's `fine_tune`."""
-    total = cfg.total_epochs
-    boundary = cfg.freeze_epochs * steps_per_epoch
-    begin, end = (0, boundary) if step < boundary else (boundary, total * steps_per_epoch)
-    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), (end - begin) // 2)
-    return lr_factor(step - begin, end - begin, warmup, cfg.schedule, cfg.milestones, cfg.gamma)
-
-
 def weights_meta(cfg: TrainConfig, bundle: DataBundle, model: ResNet, epoch: int) -> WeightsMeta:
     """What every weights file of the run carries, so evaluate/predict/export need only that file."""
     return WeightsMeta(
@@ -216,27 +207,6 @@ def check_finite(run: Run, epoch: int, row: dict[str, Any]) -> None:
             f"training diverged in epoch {epoch} (losses {', '.join(f'{loss:.4g}' for loss in losses)}"
             f"{'' if weights_ok else ', non-finite weights'}): lower --lr or set --grad-clip{kept}"
         )
-
-
-def evaluates(cfg: TrainConfig, epoch: int) -> bool:
-    """Whether 0-based `epoch` ends with an evaluation: every `eval_every` epochs, and always the last."""
-    return (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.total_epochs
-
-
-# progressive resizing reaches the full size after this fraction of the epochs (FFCV's ResNet recipes ramp up
-# to their final resolution a few epochs before the end, so that BatchNorm and the last epochs see it)
-PROGRESSIVE_END = 0.75
-
-
-def train_size(cfg: TrainConfig, epoch: int, full: tuple[int, int]) -> tuple[int, int]:
-    """The image size 0-based `epoch` trains at: `full`, or with --progressive-from S (> 0), S at the first epoch
-    growing linearly to `full` by epoch round(3/4 of the epochs) - 1, and `full` from there on."""
-    if not cfg.progressive_from:
-        return full
-    last_ramp = max(1, round(PROGRESSIVE_END * cfg.total_epochs) - 1)
-    grown = min(1.0, epoch / last_ramp)
-    start = cfg.progressive_from
-    return (round(start + grown * (full[0] - start)), round(start + grown * (full[1] - start)))
 
 
 def run_epoch(

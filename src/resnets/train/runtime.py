@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..machine import BF16_CAPABILITY, cpu_has_bf16, cuda_capability, free_cores
+from ..machine import bf16_native
 from .config import TrainConfig
 
 
@@ -53,13 +53,11 @@ def precision_name(amp_dtype: torch.dtype | None) -> str:
     return next(name for name, dtype in AMP_DTYPES.items() if dtype == amp_dtype)
 
 
-def choose_precision(
-    device_type: str, requested: str, capability: tuple[int, int] | None, cpu_bf16: bool
-) -> str:
+def choose_precision(device_type: str, requested: str, native_bf16: bool) -> str:
     """The `--precision` a run uses: `requested` unless it is "auto", then bf16 where the device computes it
     natively (GPUs of compute capability 8.0+; CPUs with AVX-512 bf16 or AMX), else fp16 with a GradScaler
     on older GPUs and fp32 on other CPUs. fp16 is refused off CUDA: CPUs have no fast fp16 and no
-    GradScaler. `capability` is the GPU's (major, minor), None off CUDA; `cpu_bf16` the CPU's bf16 support."""
+    GradScaler. `native_bf16`: `machine.bf16_native` of the device, the one place that rule is written."""
     if requested not in AMP_DTYPES and requested != "auto":
         raise ValueError(f"unknown precision {requested!r}; choose auto, {', '.join(AMP_DTYPES)}")
     if requested == "fp16" and device_type != "cuda":
@@ -68,10 +66,9 @@ def choose_precision(
         )
     if requested != "auto":
         return requested
-    if device_type == "cuda":
-        # not torch.cuda.is_bf16_supported(): it says yes on a T4 or V100, which emulate bf16 slowly
-        return "bf16" if capability is not None and capability >= BF16_CAPABILITY else "fp16"
-    return "bf16" if device_type == "cpu" and cpu_bf16 else "fp32"
+    if native_bf16:
+        return "bf16"
+    return "fp16" if device_type == "cuda" else "fp32"
 
 
 def resolve_runtime(cfg: TrainConfig) -> Runtime:
@@ -88,32 +85,13 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
         device = torch.device(cfg.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    precision = choose_precision(device.type, cfg.precision, cuda_capability(device), cpu_has_bf16())
+    precision = choose_precision(device.type, cfg.precision, bf16_native(device))
     if device.type == "cuda":
         set_cudnn_autotune(not cfg.deterministic)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
     return Runtime(
         device, AMP_DTYPES[precision], channels_last, rank, world, scaler, compile=bool(cfg.compile)
-    )
-
-
-def apply_threads(requested: int | None = None) -> str | None:
-    """Set PyTorch's CPU threads: `requested`, else $OMP_NUM_THREADS when set, else one per core that no
-    other process keeps busy. Beside one busy process on 2 cores, 2 threads made training steps ~3x slower
-    than on the idle machine and 1 thread ~1.8x (docs/benchmarks.md, "A busy machine"). Returns why fewer
-    threads than cores were chosen for a busy machine, else None (the run's log names the count anyway)."""
-    if requested is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        requested = int(os.environ["OMP_NUM_THREADS"])
-    if requested is not None:
-        torch.set_num_threads(requested)
-        return None
-    threads, cores, busy = free_cores()
-    torch.set_num_threads(threads)
-    return (
-        f"{threads} CPU threads: {busy:.1f} of {cores} cores busy with other work"
-        if threads < cores
-        else None
     )
 
 

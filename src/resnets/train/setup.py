@@ -14,13 +14,14 @@ from torch import nn
 from ..data import DataBundle
 from ..data.loader import balanced_class_weights, steps_per_epoch
 from ..files import cache_dir
+from ..machine import bf16_native
 from ..models import ResNet
 from . import distributed
 from .autotune import COMPILE_MIN_SECONDS, Candidate, fastest_cpu_format, machine_format, time_compiled
 from .config import TrainConfig
 from .loop import build_model, load_data, log
 from .optim import make_optimizer
-from .runtime import Runtime, cpu_has_bf16, resolve_runtime, seed_everything
+from .runtime import Runtime, resolve_runtime, seed_everything
 
 
 @dataclass
@@ -105,7 +106,11 @@ def tune_cpu_format(cfg: TrainConfig, runtime: Runtime, model: ResNet, bundle: D
     ranking for a reference step (`machine_format`: measured now, cached, provisional, or this CPU's
     known-good format when nothing could be timed; the log says which). runtime.json records the choice for
     --resume."""
-    precisions = [None, torch.bfloat16] if cfg.precision == "auto" and cpu_has_bf16() else [runtime.amp_dtype]
+    precisions = (
+        [None, torch.bfloat16]
+        if cfg.precision == "auto" and bf16_native(runtime.device)
+        else [runtime.amp_dtype]
+    )
     layouts = [False, True] if cfg.channels_last is None else [cfg.channels_last]
     if runtime.device.type != "cpu" or len(precisions) * len(layouts) == 1:
         return runtime

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ...files import atomic_write_text
+from ...machine import set_threads
 from ...provenance import generated_by, git_state, invocation, provenance
 from ...train import History, TrainConfig, fit
 from ...train.folder import FolderInUse
@@ -227,10 +228,7 @@ def run_study(
         todo = todo[:max_units]
     if todo:
         check_commits(records, mixed_commits)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
     for unit in todo:
         if unit_path(where, unit).is_file():
             continue  # another worker finished it meanwhile

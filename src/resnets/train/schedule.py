@@ -1,0 +1,38 @@
+"""When things happen in a run, as plain functions of the epoch or step: the learning-rate schedule,
+which epochs evaluate, and the image size of each epoch under progressive resizing."""
+
+from __future__ import annotations
+
+from .config import TrainConfig
+from .optim import lr_factor
+
+
+def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int, step: int) -> float:
+    """The LR schedule as a plain function of the global step. With --freeze-epochs the head-only phase
+    and the unfrozen phase each get their own schedule, as fastai's `fine_tune`."""
+    total = cfg.total_epochs
+    boundary = cfg.freeze_epochs * steps_per_epoch
+    begin, end = (0, boundary) if step < boundary else (boundary, total * steps_per_epoch)
+    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), (end - begin) // 2)
+    return lr_factor(step - begin, end - begin, warmup, cfg.schedule, cfg.milestones, cfg.gamma)
+
+
+def evaluates(cfg: TrainConfig, epoch: int) -> bool:
+    """Whether 0-based `epoch` ends with an evaluation: every `eval_every` epochs, and always the last."""
+    return (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.total_epochs
+
+
+# progressive resizing reaches the full size after this fraction of the epochs (FFCV's ResNet recipes ramp up
+# to their final resolution a few epochs before the end, so that BatchNorm and the last epochs see it)
+PROGRESSIVE_END = 0.75
+
+
+def train_size(cfg: TrainConfig, epoch: int, full: tuple[int, int]) -> tuple[int, int]:
+    """The image size 0-based `epoch` trains at: `full`, or with --progressive-from S (> 0), S at the first epoch
+    growing linearly to `full` by epoch round(3/4 of the epochs) - 1, and `full` from there on."""
+    if not cfg.progressive_from:
+        return full
+    last_ramp = max(1, round(PROGRESSIVE_END * cfg.total_epochs) - 1)
+    grown = min(1.0, epoch / last_ramp)
+    start = cfg.progressive_from
+    return (round(start + grown * (full[0] - start)), round(start + grown * (full[1] - start)))
