@@ -188,6 +188,10 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     """LR range test with the training flags; prints the suggested --lr (and plots the curve with --out)."""
     from .train.lr_find import lr_find, plot_lr_find
 
+    if args.out is not None:  # checked before the test runs, not after
+        if Path(args.out).suffix.lower() not in (".png", ".pdf", ".svg", ".jpg"):
+            raise ValueError(f"--out {args.out}: write a .png, .pdf, .svg or .jpg plot")
+        refuse_run_file(args.out, "--out")
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     cfg = apply_preset(args.preset, options)
     lrs, losses, suggestion = lr_find(cfg, args.start, args.end, args.steps)

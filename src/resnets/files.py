@@ -11,6 +11,7 @@ the writing library put in it. A user's own hidden or `.tmp` files are never tou
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -69,11 +70,27 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         os.chmod(tmp, _user_mode())
         _fsync(tmp)
         os.replace(tmp, path)
+    except Exception as e:
+        if (full := _disk_full(e, path)) is None:
+            raise
+        raise full from e
     finally:
         shutil.rmtree(private, ignore_errors=True)
     with contextlib.suppress(OSError):  # some file systems cannot sync a directory; the rename stands
         _fsync(path.parent, directory=True)
     return path
+
+
+def _disk_full(error: Exception, path: Path) -> OSError | None:
+    """A failed write on a full disk, said as such whatever layer raised it (torch.save says "unexpected
+    pos", safetensors and matplotlib their own words); None for any other error."""
+    full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    with contextlib.suppress(OSError):
+        full = full or shutil.disk_usage(path.parent).free < 1 << 20
+    if not full:
+        return None
+    return OSError(errno.ENOSPC, f"No space left on device while writing {path} (the previous file, if any, is "
+                   "intact): free some space and run the command again (a training run: --resume)")  # fmt: skip
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

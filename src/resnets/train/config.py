@@ -246,6 +246,11 @@ class TrainConfig:
             (0 <= self.threshold <= 1, f"threshold is a probability in [0, 1], got {self.threshold}"),
             (self.freeze_epochs >= 0, f"freeze_epochs must be >= 0, got {self.freeze_epochs}"),
             (not (self.freeze and self.freeze_epochs), "use either --freeze (head only) or --freeze-epochs"),
+            (
+                self.weights is not None or not (self.freeze or self.freeze_epochs),
+                "--freeze and --freeze-epochs train the classifier on top of pretrained features: give --weights "
+                "(on a random body the head learns from noise)",
+            ),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (0 <= self.ema < 1, "ema is a decay in [0, 1), e.g. 0.999"),
             (self.mixup >= 0, "mixup alpha must be >= 0"),

@@ -89,6 +89,10 @@ def check_against_data(cfg: TrainConfig, bundle: DataBundle) -> None:
     if cfg.progressive_from and cfg.progressive_from >= min(bundle.image_size):
         raise ValueError(f"--progressive-from {cfg.progressive_from} must be smaller than the images "
                          f"({bundle.image_size[0]}x{bundle.image_size[1]} px): it is where the sizes start growing")  # fmt: skip
+    padding = cfg.augment().crop_padding
+    if padding >= min(bundle.image_size):
+        raise ValueError(f"--crop-padding {padding} is not smaller than the images ({bundle.image_size[0]}x"
+                         f"{bundle.image_size[1]} px): crops would be mostly padding; the paper pads 4 of 32 px")  # fmt: skip
     if cfg.positive is not None and (bundle.num_classes != 2 or cfg.positive not in bundle.classes):
         raise ValueError(f"--positive {cfg.positive!r} must name one of two classes; {bundle.name} has "
                          f"{', '.join(bundle.classes[:10])}")  # fmt: skip
