@@ -6,16 +6,19 @@ or a named exception (API), with nothing run, nothing lost and nothing left behi
 from __future__ import annotations
 
 import errno
+import gzip
 import hashlib
 import os
 import pickle
 import random
 import re
+import resource
 import shutil
 import stat
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from resnets import create_model, files
 from resnets.cli import main
 from resnets.data import load_dataset
 from resnets.data.errors import DataError
+from resnets.data.idx import read_idx
 from resnets.deploy import export_model
 from resnets.train import TrainConfig, fit
 from resnets.train.checkpoint import load_state, read_meta
@@ -498,3 +502,207 @@ def test_conflicting_overrides_raise_wherever_a_spec_is_built() -> None:
                                                                 spec_overrides={"shortcut": "B"})):  # fmt: skip
         with pytest.raises(ValueError, match="conflicts with spec_overrides"):
             build()
+
+
+# ------------------------------------------------- unbounded work: sizes checked, walks bounded, FIFOs skipped
+
+
+def _idx_header(*dims: int) -> bytes:
+    return bytes([0, 0, 0x08, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+
+
+def _gzip_bomb(path: Path, header: bytes, gigabytes: int = 1) -> Path:
+    """A ~1 MB .gz of `header` then `gigabytes` GB of zeros: gzip members, one 64 MiB member compressed once
+    and written 16 times per GB (gzip reads concatenated members as one stream), so it is made in a second."""
+    zeros = gzip.compress(bytes(64 << 20), compresslevel=9, mtime=0)
+    with open(path, "wb") as f:
+        f.write(gzip.compress(header, mtime=0))
+        for _ in range(16 * gigabytes):
+            f.write(zeros)
+    return path
+
+
+def test_an_idx_gzip_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    """A 1 MB .gz inflating to 1 GB: declaring 7.8 GB (over the cap, and more than 1 MB can inflate to) or
+    declaring 784 KB and running on: refused, by name, in well under a second, with bounded memory."""
+    cases = {
+        "train-images-idx3-ubyte.gz": (_idx_header(10_000_000, 28, 28), "over the limit"),
+        "t10k-images-idx3-ubyte.gz": (_idx_header(1000, 28, 28), "padded: more than"),
+    }
+    for name, (header, expected) in cases.items():
+        bomb = _gzip_bomb(tmp_path / name, header)
+        assert bomb.stat().st_size < 2 << 20
+        tracemalloc.start()
+        start = time.monotonic()
+        try:
+            with pytest.raises(DataError, match=expected) as refused:
+                read_idx(bomb)
+            elapsed, (_, peak) = time.monotonic() - start, tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert elapsed < 1.0 and peak < 64 << 20, (elapsed, peak)
+        assert str(bomb) in str(refused.value) and "delete it" in str(refused.value)
+
+
+def test_a_truncated_idx_file_is_named(tmp_path: Path) -> None:
+    """Cut in the header, in the data or in the gzip stream: each error names the file and what to do."""
+    real = gzip.decompress((FASHION / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    cut = {
+        "in-header": _idx_header(10_000, 28, 28)[:9],
+        "in-data": real[:-100],
+        "in-gzip.gz": gzip.compress(real, mtime=0)[:-300],
+        "absurd-dims": _idx_header(2**32 - 1, 2**32 - 1, 2**32 - 1) + bytes(16),
+    }
+    for name, data in cut.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(DataError) as refused:
+            read_idx(path)
+        message = str(refused.value)
+        assert str(path) in message and "delete it" in message, message
+    root = tmp_path / "fmnist"
+    root.mkdir()
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        shutil.copy(FASHION / f"{stem}.gz", root)
+    (root / "t10k-labels-idx1-ubyte").write_bytes(real[:-1])
+    with pytest.raises(DataError, match=re.escape(str(root / "t10k-labels-idx1-ubyte")) + " is truncated"):
+        load_dataset("fashion-mnist", root, download=False)
+
+
+_LIST_IMAGES = (
+    "import sys; from resnets.trained import expand_images; print(*expand_images(sys.argv[1:]), sep='\\n')"
+)
+
+
+def test_walks_over_link_loops_end_and_give_each_image_once(tmp_path: Path) -> None:
+    """A recursive glob or a folder holding one link loop, then two (glob.glob(recursive=True) never ends on
+    two): each real image listed once, in seconds; a FIFO named like an image is not listed."""
+    images = tmp_path / "images"
+    (images / "a" / "b").mkdir(parents=True)
+    names = ["x.png", "a/y.png", "a/b/z.png"]
+    for name, source in zip(names, sorted((CIFAR / "test" / "cat").iterdir()), strict=False):
+        shutil.copy(source, images / name)
+    os.mkfifo(images / "a" / "w.png")
+    expected = sorted(str(images / name) for name in names)
+    for link in (images / "a" / "b" / "up", images / "a" / "back"):  # one loop, then two
+        link.symlink_to(images)
+        for given in (f"{images}/**/*.png", str(images)):
+            start = time.monotonic()
+            listed = subprocess.run([sys.executable, "-c", _LIST_IMAGES, given], capture_output=True, text=True,
+                                    timeout=60, check=True).stdout.split()  # fmt: skip
+            assert sorted(listed) == expected and time.monotonic() - start < 30, (given, listed)
+
+
+def test_predict_over_a_link_loop_predicts_each_image_once(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    for i, source in enumerate(sorted((CIFAR / "test" / "dog").iterdir())[:2]):
+        shutil.copy(source, images / ("sub" if i else ".") / f"{i}.png")
+    (images / "sub" / "loop").symlink_to(images)
+    assert main(["predict", str(trained_run), f"{images}/**/*.png"]) == 0
+    predicted = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
+    assert predicted == [str(images / "0.png"), str(images / "sub" / "1.png")], predicted
+
+
+_READ_ALL = """import sys
+from pathlib import Path
+from resnets.data import load_dataset
+from resnets.data.folder import UnreadableImage, read_image
+root = Path(sys.argv[1])
+bundle = load_dataset(f"folder:{root}", image_size=8)
+samples = [str(p) for p, _ in bundle.train.samples]
+assert all(bundle.train[i][0].shape == (3, 8, 8) for i in range(len(bundle.train)))
+print(len(samples), sum(p.endswith("x.png") for p in samples))
+print(len(load_dataset("cifar10", root, download=False).train))
+try:
+    read_image(root / "train" / "cat" / "x.png", 3)
+except UnreadableImage as e:
+    print("refused:", e.reason)
+"""
+
+
+def test_a_fifo_named_like_an_image_is_never_opened(tmp_path: Path) -> None:
+    """A FIFO called x.png in a class folder (nothing ever writes to it) hung training forever: the folder
+    and PNG-tree readers leave it out, and reading it by name is refused at once, in a subprocess with a
+    timeout so that a hang fails the test."""
+    root = tmp_path / "data"
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            shutil.copytree(CIFAR / split / cls, root / split / cls)
+    os.mkfifo(root / "train" / "cat" / "x.png")
+    real = sum(len(list((CIFAR / "train" / cls).iterdir())) for cls in ("cat", "dog"))
+    done = subprocess.run([sys.executable, "-c", _READ_ALL, str(root)], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    refused = "refused: not a regular file (a FIFO, device or folder): move it out of the data"
+    assert done.stdout.splitlines() == [f"{real} 0", str(real), refused], done.stdout
+
+
+def test_an_image_size_that_cannot_fit_is_refused_before_allocating(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--image-size 100000 on folder data needs 309 GB for one image: refused with the largest size that fits
+    before any image is decoded (here with 8 GB available), in the API and as one CLI line."""
+    if resnets.data.load.available_memory() < 300 * 10**9:  # this machine's own memory
+        with pytest.raises(DataError, match=r"--image-size 100000 needs 309\.0 GB for one 3-channel image"):
+            load_dataset(f"folder:{CIFAR}", image_size=100_000)
+    monkeypatch.setattr(resnets.data.load, "available_memory", lambda: 8 * 10**9)
+    load_dataset(f"folder:{CIFAR}", image_size=3000)  # 0.28 GB an image: the data set itself is fine
+    before, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.monotonic()
+    argv = ["train", *TINY, "--data", f"folder:{CIFAR}", "--image-size", "100000", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main(argv) == 2
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before  # KiB
+    line = capsys.readouterr().err.strip()
+    largest = int(re.search(r"the largest size that fits is (\d+)", line).group(1))
+    fits = resnets.data.load.image_bytes
+    assert fits(largest, 3, True) <= 8 * 10**9 < fits(largest + 1, 3, True)
+    assert "\n" not in line and "choose a smaller --image-size" in line, line
+    assert time.monotonic() - start < 30 and grown < 1 << 20, grown
+
+
+def test_a_full_disk_is_named_whatever_layer_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.save on a full disk says "[enforce fail at inline_container.cc:672] unexpected pos": the user
+    reads "No space left on device", the file's name, and that the old file is intact."""
+    target = tmp_path / "state.pt"
+    target.write_bytes(b"old")
+
+    def torch_on_a_full_disk(tmp: Path) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    with pytest.raises(OSError, match=rf"No space left on device while writing {target}"):
+        files.atomic_write(target, torch_on_a_full_disk)
+    assert target.read_bytes() == b"old" and not list(tmp_path.glob(f"{files.TEMP_PREFIX}*"))
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 0, 10**9))
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # space left: the error is not a full disk's
+        files.atomic_write(target, torch_on_a_full_disk)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"freeze": True}, "--freeze and --freeze-epochs train the classifier on top of pretrained features"),
+        ({"freeze_epochs": 1}, "give --weights"),
+        ({"crop_padding": 100}, "--crop-padding 100 is not smaller than the images (8x8 px)"),
+    ],
+)
+def test_options_that_cannot_work_are_refused_before_training(
+    tmp_path: Path, options: dict, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fit(tiny_config(tmp_path / "run", **options))
+    assert not (tmp_path / "run").exists()
+
+
+def test_lr_find_checks_its_plot_path_before_the_test(
+    trained_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    for out, message in (
+        ("plot.txt", "write a .png, .pdf, .svg or .jpg plot"),
+        (str(trained_run / "curves.png"), "is a file of the run"),
+    ):
+        started = time.perf_counter()
+        assert main(["lr-find", "--data-root", str(FASHION), "--out", out]) == 2
+        assert message in capsys.readouterr().err and time.perf_counter() - started < 2

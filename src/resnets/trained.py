@@ -14,7 +14,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from .data.bundle import convert_stats
-from .data.folder import IMAGE_SUFFIXES, eval_preprocess, eval_resize, read_image
+from .data.folder import IMAGE_SUFFIXES, eval_preprocess, eval_resize, glob_files, read_image, regular_files
 from .data.load import IMAGENET_STATS
 from .deploy import prepare_for_inference
 from .deploy.runtimes import InferenceRuntime
@@ -186,14 +186,15 @@ def cam_names(paths: list[Path]) -> dict[Path, str]:
 
 def expand_images(inputs: list[str | Path]) -> list[Path]:
     """Image files from files, folders (every image below them, sorted) and quoted glob patterns, in order.
-    A name that is none of these is kept, so that reading it reports the problem for that name."""
+    A name that is none of these is kept, so that reading it reports the problem for that name. Folders and
+    globs list regular files only, each real file once: a link back up the tree cannot loop or repeat."""
     found: list[Path] = []
     for item in map(str, inputs):
         path = Path(item)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(p for p in regular_files(path) if p.suffix.lower() in IMAGE_SUFFIXES)
         elif not path.exists() and glob.has_magic(item):
-            found += sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            found += sorted(glob_files(item))
         else:
             found.append(path)
     return found

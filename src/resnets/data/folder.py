@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import fnmatch
+import functools
+import glob
 import io
 import math
 import os
+import stat
 import warnings
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -63,7 +68,7 @@ def read_image(path: Path, channels: int, min_side: int = 0) -> torch.Tensor:
     before decoding, so one huge file cannot exhaust memory.
     """
     try:
-        with open(path, "rb") as file:
+        with open_regular(path) as file:
             jpeg = file.read(len(_JPEG_MAGIC)) == _JPEG_MAGIC
             file.seek(0)
             data = file.read() if jpeg else b""
@@ -75,6 +80,23 @@ def read_image(path: Path, channels: int, min_side: int = 0) -> torch.Tensor:
     # RGB stays a channels-last view (as torchvision's decoders returned): uint8 antialiased resize is ~2x
     # faster on it than on a contiguous (C, H, W) copy, which would cost a copy as well
     return torch.from_numpy(array.reshape(*array.shape[:2], -1)).permute(2, 0, 1)
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open `path` for binary reading only if it is a regular file, else raise OSError at once: a FIFO named
+    x.png would block forever and a device never end. It is opened non-blocking and checked with fstat, so
+    a file swapped for a FIFO after the folder was listed cannot hang a worker either."""
+    nonblocking = getattr(os, "O_NONBLOCK", 0)  # POSIX; elsewhere a FIFO cannot carry an image name
+    fd = os.open(path, os.O_RDONLY | nonblocking)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError("not a regular file (a FIFO, device or folder): move it out of the data")
+        if nonblocking:
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _turbo_jpeg(path: Path, data: bytes, channels: int, min_side: int) -> np.ndarray | None:
@@ -153,7 +175,7 @@ def suspect(path: Path) -> str | None:
     (phone "motion photos", appended metadata) or a PNG with bytes after IEND.
     """
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             size = os.fstat(f.fileno()).st_size
             head = f.read(16)
             f.seek(max(size - 64, 0))
@@ -201,7 +223,8 @@ def verify(path: Path) -> str | None:
 
 
 def scan_classes(root: Path) -> dict[str, list[Path]]:
-    """List each class folder's image files under `root`, failing clearly on a missing or empty layout."""
+    """List each class folder's image files (regular files only) under `root`, failing clearly on a missing or
+    empty layout."""
     if not root.is_dir():
         raise DataError(f"data folder not found: {root}; check the path (expected <class>/<image> folders)")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -210,13 +233,92 @@ def scan_classes(root: Path) -> dict[str, list[Path]]:
     classes = {}
     for folder in folders:
         with os.scandir(folder) as entries:
-            files = sorted(Path(e.path) for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES))
+            files = sorted(Path(e.path) for e in entries if _is_image_file(e))
         if not files:
             raise DataError(
                 f"class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); add images or remove it"
             )
         classes[folder.name] = files
     return classes
+
+
+def _is_image_file(entry: os.DirEntry) -> bool:
+    """An image file by its suffix that is a regular file (links followed): a FIFO, device or folder named
+    x.png is never listed, since opening it could block training forever."""
+    try:
+        return entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file()
+    except OSError:  # vanished, or a link loop
+        return False
+
+
+def regular_files(root: Path) -> Iterator[Path]:
+    """Every regular file below `root`, links followed but each real folder entered once and each real file
+    given once (the shallowest path wins), so a link loop ends; FIFOs, devices and broken links are left out."""
+    try:
+        seen = {_identity(root)}
+    except OSError:
+        return
+    queue = deque([root])
+    while queue:
+        folder = queue.popleft()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError:  # unreadable, or vanished
+            continue
+        for entry in entries:
+            try:
+                is_dir, is_file, key = entry.is_dir(), entry.is_file(), _identity(Path(entry.path))
+            except OSError:  # a broken link or a link loop
+                continue
+            if (is_dir or is_file) and key not in seen:
+                seen.add(key)
+                if is_dir:
+                    queue.append(folder / entry.name)
+                else:
+                    yield folder / entry.name
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """What `path` really is, links followed: (device, inode)."""
+    info = path.stat()
+    return info.st_dev, info.st_ino
+
+
+def glob_files(pattern: str) -> list[Path]:
+    """The regular files a glob pattern matches, each real file once. A `**` part (any folders) is matched
+    over `regular_files`, never by glob.glob(recursive=True), which follows link loops without end."""
+    parts = Path(pattern).parts
+    if "**" not in parts:  # the pattern bounds the depth
+        found = {}
+        for name in glob.glob(pattern):
+            try:
+                if os.path.isfile(name):
+                    found.setdefault(_identity(Path(name)), Path(name))
+            except OSError:
+                continue
+        return list(found.values())
+    first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base = Path(*parts[:first])
+    return [p for p in regular_files(base) if _glob_match(p.relative_to(base).parts, parts[first:])]
+
+
+def _glob_match(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    """glob's rules for a relative path: `**` matches any number of folders, another part one name
+    (fnmatch); a hidden name (.x) matches only a part starting with a dot, never `**`. Memoised over
+    (part, pattern part), so many `**` cost no more than one."""
+
+    @functools.cache
+    def match(i: int, j: int) -> bool:
+        if j == len(pattern):
+            return i == len(parts)
+        if i < len(parts) and parts[i].startswith(".") and not pattern[j].startswith("."):
+            return pattern[j] == "**" and match(i, j + 1)  # `**` may still match no folder
+        if pattern[j] == "**":
+            return match(i, j + 1) or (i < len(parts) and match(i + 1, j))
+        return i < len(parts) and fnmatch.fnmatch(parts[i], pattern[j]) and match(i + 1, j + 1)
+
+    return match(0, 0)
 
 
 def drop_incomplete(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import warnings
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from resnets.data.bundle import (
     stratified_split,
 )
 from resnets.data.errors import DataError
-from resnets.data.folder import Dropped, warn_skipped
+from resnets.data.folder import Dropped, eval_resize, warn_skipped
 from resnets.data.readers import (
     read_cifar_pickles,
     read_fashion_mnist,
@@ -62,7 +64,10 @@ def load_dataset(
         raise DataError(f"limit must be a positive number of images, got {limit}")
     if image_size is not None and image_size < 1:
         raise DataError(f"image_size must be positive, got {image_size}")
-    if name == "imagenette" or name.startswith("folder:"):
+    streamed = name == "imagenette" or name.startswith("folder:")
+    if image_size is not None:
+        check_image_size(image_size, channels or (1 if name == "fashion-mnist" else 3), streamed)
+    if streamed:
         return _load_folders(name, root, channels, image_size, val_split, strict, download, limit)
     bad: list[Dropped] = []
     if name == "fashion-mnist":
@@ -90,6 +95,45 @@ def load_dataset(
     )
     size = (image_size, image_size) if image_size else tuple(train.images.shape[-2:])
     return _bundle(name, classes, channels, size, STATS[name], (train, val, test), bad, source)
+
+
+def image_bytes(side: int, channels: int, streamed: bool) -> int:
+    """Bytes one image needs at `side` px on its way to the model: a streamed folder image as uint8 at the
+    evaluation resize and at the crop, then (every data set) the two float32 copies the loader holds while
+    normalising. A batch needs this many times over; the model's activations need more again."""
+    uint8 = eval_resize((side, side)) ** 2 + side * side if streamed else 0
+    return channels * (uint8 + 2 * 4 * side * side)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now: MemAvailable (Linux), else the free pages; None where neither is known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_image_size(side: int, channels: int, streamed: bool) -> None:
+    """Refuse an image size whose single image cannot fit in the memory available, before any image of
+    that size is allocated: the least any run at this size needs (`image_bytes`), so a typo such as
+    --image-size 100000 fails with the largest size that fits instead of being killed for memory."""
+    available = available_memory()
+    need = image_bytes(side, channels, streamed)
+    if available is None or need <= available:
+        return
+    largest = math.isqrt(available // image_bytes(1, channels, streamed))
+    while largest > 1 and image_bytes(largest, channels, streamed) > available:
+        largest -= 1
+    raise DataError(f"--image-size {side} needs {need / 1e9:,.1f} GB for one {channels}-channel image but "
+                    f"{available / 1e9:,.1f} GB of memory is available: the largest size that fits is "
+                    f"{largest} (and a batch needs many times one image); choose a smaller --image-size")  # fmt: skip
 
 
 def _load_folders(
