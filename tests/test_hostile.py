@@ -706,3 +706,14 @@ def test_lr_find_checks_its_plot_path_before_the_test(
         started = time.perf_counter()
         assert main(["lr-find", "--data-root", str(FASHION), "--out", out]) == 2
         assert message in capsys.readouterr().err and time.perf_counter() - started < 2
+
+
+def test_a_batch_whose_activations_cannot_fit_is_refused_before_training(tmp_path: Path) -> None:
+    """--image-size 3000 on folder data was killed for memory at 24 GB with no message: now the set-up
+    measures the model's activations per image and refuses the batch, naming both options."""
+    started = time.perf_counter()
+    rc, _, err = finish(cli("train", "--data", f"folder:{CIFAR}", "--model", "resnet18", "--image-size", "3000",
+                            "--workers", "0", "--out", str(tmp_path / "run"), "--quiet"))  # fmt: skip
+    assert rc == 2 and "of activations per image" in err and "lower --batch-size (at most" in err, err
+    assert "or --image-size" in err and time.perf_counter() - started < 60
+    assert not (tmp_path / "run").exists()

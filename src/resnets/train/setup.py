@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..data import DataBundle
+from ..data.load import available_memory
 from ..data.loader import balanced_class_weights, steps_per_epoch
 from ..files import cache_dir
 from ..machine import bf16_native
@@ -52,6 +53,7 @@ def prepare(cfg: TrainConfig, resolved: dict[str, Any] | None = None) -> Setup:
                          f"({runtime.world_size} process(es)): lower it or use more data")  # fmt: skip
     check_against_data(cfg, bundle)
     runtime, model, optimizer, ema = build_training(cfg, runtime, bundle, tune=not known)
+    check_memory(cfg, model, bundle, runtime.device)
     class_weight = None
     if cfg.class_weights == "balanced":
         class_weight = balanced_class_weights(bundle.train, bundle.num_classes).to(runtime.device)
@@ -77,6 +79,44 @@ def build_training(
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True
         )
     return runtime, model, optimizer, ema
+
+
+PROBE_SIDE = 32  # activations are measured at this size and scaled by area
+
+
+def activation_bytes(model: ResNet, channels: int, size: tuple[int, int]) -> int:
+    """Bytes of the activations one image keeps for the backward pass at `size` (fp32): every leaf module's
+    output, counted with forward hooks at PROBE_SIDE px on a CPU copy's shapes and scaled by the area."""
+    counted = [0]
+    leaves = [m for m in model.modules() if not any(m.children())]
+    hooks = [m.register_forward_hook(lambda _m, _i, out: counted.__setitem__(0, counted[0] + out.numel()))
+             for m in leaves]  # fmt: skip
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            model(torch.zeros(1, channels, PROBE_SIDE, PROBE_SIDE, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return int(4 * counted[0] * size[0] * size[1] / PROBE_SIDE**2)
+
+
+def check_memory(cfg: TrainConfig, model: ResNet, bundle: DataBundle, device: torch.device) -> None:
+    """Refuse a batch whose activations cannot fit in the memory available (the GPU's, else the machine's),
+    before the first step allocates them: a run at --image-size 3000 is refused here, not killed later."""
+    available = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
+    per_image = activation_bytes(model, bundle.channels, bundle.image_size)
+    if available is None or per_image * cfg.batch_size <= available:
+        return
+    fits = available // per_image
+    raise ValueError(
+        f"{cfg.model} at {bundle.image_size[0]}x{bundle.image_size[1]} px keeps about {per_image / 1e9:,.2f} GB "
+        f"of activations per image, {per_image * cfg.batch_size / 1e9:,.0f} GB for --batch-size {cfg.batch_size}, "
+        f"but {available / 1e9:,.1f} GB is available: lower --batch-size (at most {fits}) or --image-size"
+    )
 
 
 def check_against_data(cfg: TrainConfig, bundle: DataBundle) -> None:
