@@ -69,3 +69,45 @@ def test_every_runtime_gives_the_same_answers(folder_run: Path) -> None:
         assert [[c for c, _ in t] for t in top] == [[c for c, _ in t] for t in answers["eager"]]
         for got, want in zip(top, answers["eager"], strict=True):
             assert [p for _, p in got] == pytest.approx([p for _, p in want], abs=1e-5)
+
+
+def test_load_gives_the_trained_model_and_a_transform_for_ones_own_images(folder_run: Path) -> None:
+    """resnets.load: the run's head (its classes), and `transform` taking a file, a PIL image or a uint8
+    tensor to exactly the input evaluation used."""
+    from PIL import Image
+
+    from resnets.trained import load
+
+    trained = load(folder_run)
+    assert (
+        trained.classes == sorted(p.name for p in (CIFAR / "train").iterdir())
+        and trained.model.num_classes == 10
+    )
+    path = sorted((CIFAR / "test" / "cat").iterdir())[0]
+    expected = load_image(path, trained)
+    pil = Image.open(path)
+    assert torch.equal(trained.transform(path), expected) and torch.equal(trained.transform(pil), expected)
+    assert torch.equal(trained.transform(TF.pil_to_tensor(pil.convert("RGB"))), expected)
+    logits = trained.model(torch.stack([trained.transform(path)] * 2))
+    assert logits.shape == (2, 10) and torch.equal(logits[0], logits[1])
+    with pytest.raises(ValueError, match=r"expected a uint8 \(3, H, W\) image tensor"):
+        trained.transform(torch.zeros(3, 8, 8))
+
+
+def test_commands_default_to_what_the_run_recorded(folder_run: Path, capsys: pytest.CaptureFixture) -> None:
+    """evaluate needs no --data for a run (it trained on a folder, not Fashion-MNIST), says it averages
+    flipped views or not; summary takes the run folder."""
+    assert main(["evaluate", str(folder_run)]) == 0
+    out = capsys.readouterr().out
+    assert f"folder:{CIFAR} test (" in out and "flip TTA: each image and its mirror averaged" in out
+    assert main(["evaluate", str(folder_run), "--no-tta"]) == 0
+    assert "single view) top-1" in capsys.readouterr().out
+    assert main(["summary", str(folder_run)]) == 0
+    table = capsys.readouterr().out  # the run's model at the size it trained at, with its 10-class head
+    assert (
+        "input 3x24x24: 269,722 parameters" in table
+        and "fc                      Linear            10 " in table
+    )
+    report = (folder_run / "report.md").read_text()
+    assert "(the mean of each image and its mirror (flip TTA))" in report
+    assert "The test split was evaluated once" not in report  # no validation split: test drew the curves

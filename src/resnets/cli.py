@@ -27,11 +27,19 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    """Print the layer table, parameters and MACs of one model."""
-    model = create_model(
-        args.model, num_classes=args.num_classes, in_channels=args.input_size[0] if args.input_size else 3
-    )
-    print(summarize(model, tuple(args.input_size) if args.input_size else None).table())
+    """Print the layer table, parameters and MACs of one model, or of the model a run folder or weights file
+    holds (at the input it was trained at)."""
+    if Path(args.model).exists():
+        from .trained import load_trained
+
+        trained = load_trained(args.model)
+        model = trained.model
+        size = tuple(args.input_size) if args.input_size else (model.in_channels, *trained.image_size)
+    else:
+        channels = args.input_size[0] if args.input_size else 3
+        model = create_model(args.model, num_classes=args.num_classes, in_channels=channels)
+        size = tuple(args.input_size) if args.input_size else None
+    print(summarize(model, size).table())
     return 0
 
 
@@ -81,8 +89,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     trained = load_trained(args.weights, args.model, args.num_classes, args.in_channels)
     net = trained.model
-    bundle = load_dataset(args.data, args.data_root, channels=net.in_channels, image_size=trained.image_size[0],
-                          val_split=args.val_split)  # fmt: skip
+    data, data_root, val_split = recorded_data(args, trained.path)
+    bundle = load_dataset(data, data_root, channels=net.in_channels, image_size=trained.image_size[0],
+                          val_split=val_split)  # fmt: skip
     if bundle.num_classes != net.num_classes:
         raise ValueError(
             f"{trained.path} predicts {net.num_classes} classes but {bundle.name} has {bundle.num_classes}; "
@@ -105,8 +114,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     loader = make_loader(bundle, args.split, args.batch_size, train=False, device=runtime.device)
     result = evaluate(net.to(runtime.device), loader, bundle.num_classes, runtime, tta=args.tta)
     top5 = f"  top-5 {100 * result.top5:.2f}%" if result.top5 is not None else ""
-    print(f"{trained.path}: {bundle.name} {args.split} ({len(split)} images) top-1 {100 * result.top1:.2f}%{top5}"
-          f"  loss {result.loss:.4f}")  # fmt: skip
+    views = "flip TTA: each image and its mirror averaged" if args.tta else "single view"
+    print(f"{trained.path}: {bundle.name} {args.split} ({len(split)} images, {views}) top-1 "
+          f"{100 * result.top1:.2f}%{top5}  loss {result.loss:.4f}")  # fmt: skip
     extra = {
         k: v
         for k, v in result.summary().items()
@@ -123,6 +133,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for name, row in zip(bundle.classes, result.confusion.tolist(), strict=True):
         print(f"{name[:14]:<15}" + " ".join(f"{v:>5}" for v in row))
     return 0
+
+
+def recorded_data(args: argparse.Namespace, weights: Path) -> tuple[str, str | None, float]:
+    """The data set, its root and validation split to evaluate on: the flags, else what the run recorded
+    (its config.json beside the weights, else the weights' metadata), else Fashion-MNIST."""
+    from .train.checkpoint import read_meta
+    from .train.folder import CONFIG
+
+    config = weights.parent / CONFIG
+    run = TrainConfig.load(config) if config.is_file() else None
+    data = args.data or (run.data if run else None) or read_meta(weights).get("data") or "fashion-mnist"
+    root = args.data_root or (run.data_root if run and (args.data is None or args.data == run.data) else None)
+    val_split = args.val_split if args.val_split is not None else (run.val_split if run else 0.0)
+    return data, root, val_split
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -386,7 +410,7 @@ def add_list_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None
 
 def add_summary_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = add("summary", "layer table, parameters and MACs of a model")
-    p.add_argument("model", help="model name (see `resnets list`)")
+    p.add_argument("model", help="model name (see `resnets list`), or a run folder or weights file")
     add_input_size(p, "default 3 224 224 (CIFAR nets 3 32 32)")
     p.add_argument("--num-classes", type=positive_int, default=None)
     p.set_defaults(handler=cmd_summary)
@@ -432,8 +456,8 @@ def add_lr_find_command(add: Callable[[str, str], argparse.ArgumentParser]) -> N
 def add_evaluate_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = add("evaluate", "evaluate trained weights on a data set")
     p.add_argument("weights", help="run folder or weights file")
-    p.add_argument("--data", default="fashion-mnist")
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--data", default=None, help="default: the data the run trained on (else fashion-mnist)")
+    p.add_argument("--data-root", default=None, help="default: where the run found its data")
     add_foreign_weights_options(p)
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument(
@@ -442,9 +466,8 @@ def add_evaluate_command(add: Callable[[str, str], argparse.ArgumentParser]) -> 
         choices=("test", "val"),
         help="test (default) or val: a val/ folder, or the --val-split carved as in training",
     )
-    p.add_argument(
-        "--val-split", type=float, default=0.0, help="carve validation as training did (same seed)"
-    )
+    p.add_argument("--val-split", type=float, default=None,
+                   help="carve validation as training did, same seed (default: the run's own --val-split)")  # fmt: skip
     p.add_argument(
         "--positive", default=None, help="two classes: the class sensitivity refers to (default: the second)"
     )

@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torchvision.transforms.v2 import functional as TF
@@ -44,10 +45,35 @@ class Trained:
     resize: int  # the short side images are resized to before that crop
     path: Path
 
+    def transform(self, image: str | Path | Any) -> torch.Tensor:
+        """One image (a file, a PIL image, or a uint8 (C, H, W) tensor) as the model's (C, H, W) float input:
+        converted to its channels, short side resized, centre-cropped and normalised as in training's
+        evaluation (torchvision's `weights.transforms()` in spirit). Stack them for a batch."""
+        if isinstance(image, (str, Path)):
+            return load_image(image, self)
+        if not isinstance(image, torch.Tensor):  # PIL
+            image = TF.pil_to_tensor(image.convert("L" if self.model.in_channels == 1 else "RGB"))
+        if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != self.model.in_channels:
+            raise ValueError(f"expected a uint8 ({self.model.in_channels}, H, W) image tensor, got "
+                             f"{image.dtype} {tuple(image.shape)}")  # fmt: skip
+        image = eval_preprocess(image, self.resize, self.image_size)
+        return TF.normalize(image.float() / 255, list(self.mean), list(self.std))
+
     def preprocessing(self) -> dict[str, object]:
         """The one evaluation preprocessing, as data: what `predict` does and what an exported model needs."""
         return {"resize": self.resize, "crop": list(self.image_size), "mean": list(self.mean),
                 "std": list(self.std), "channels": self.model.in_channels, "classes": self.classes}  # fmt: skip
+
+
+def load(path: str | Path) -> Trained:
+    """The way back from a run to Python: the model a run folder or weights file holds (its trained head,
+    in evaluation mode), its classes, and `transform` for one's own images.
+
+        trained = resnets.load("runs/x")
+        probs = trained.model(trained.transform("cat.png")[None]).softmax(1)
+        trained.classes[probs.argmax()]
+    """
+    return load_trained(path)
 
 
 def resolve_weights(path: str | Path) -> Path:

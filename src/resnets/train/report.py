@@ -110,11 +110,13 @@ def write_report(run_dir: Path, cfg: TrainConfig, bundle: DataBundle, history) -
         f"the epoch with the best validation {cfg.monitor or 'accuracy'} ({len(bundle.val)} validation images)"
         if bundle.val is not None else "the last epoch: there is no validation split, so nothing was selected"
     )  # fmt: skip
+    views = "the mean of each image and its mirror (flip TTA)" if cfg.tta else "single view"
+    tested = ("The test split was evaluated once, at the end, and selected nothing." if bundle.val is not None
+              else "With no validation split the table's test columns draw the curves; they selected nothing.")  # fmt: skip
     text = f"""# Training report: {cfg.model} on {bundle.name}
 
-**Test accuracy {100 * final.top1:.2f}%**{top5} on {final.count} test images, of the model from epoch
-{history.best_epoch} of {len(history.epochs)}: {selected}. The test split was evaluated once, at the end,
-and selected nothing. {history.seconds / 60:.1f} minutes of training (data loading and evaluation included).
+**Test accuracy {100 * final.top1:.2f}%**{top5} ({views}) on {final.count} test images, of the model from epoch
+{history.best_epoch} of {len(history.epochs)}: {selected}. {tested} {history.seconds / 60:.1f} minutes of training (data loading and evaluation included).
 
 - Data: {bundle.name}, {len(bundle.train)} training{f" / {len(bundle.val)} validation" if bundle.val is not None else ""} / {len(bundle.test)} test images, {bundle.num_classes} classes,
   {bundle.channels} channel(s), {bundle.image_size[0]}x{bundle.image_size[1]} px{f", {bundle.skipped} corrupt images skipped" if bundle.skipped else ""}
