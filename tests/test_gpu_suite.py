@@ -28,6 +28,10 @@ import pack_cifar  # noqa: E402
 STEPS = ["check_models", "check_learns", "check_learns_compiled", "check_export", "matmul_peak", "small_images", "train_eager", "infer_eager", "train_compiled",
          "infer_compiled", "tta_fashion_mnist", "tta_d2l", "tta_cifar10", "experiment:degradation"]  # fmt: skip
 
+# the dry run's training runs: step, folder under runs/, test images
+RUNS = [("check_learns", "learns", 64), ("tta_fashion_mnist", "tta_fashion_mnist", 64), ("tta_d2l", "tta_d2l", 64),
+        ("tta_cifar10", "tta_cifar10", 20)]  # fmt: skip
+
 
 def png_tree(root: Path, per_class: dict[str, int]) -> dict[tuple[str, str, str], np.ndarray]:
     """A CIFAR-like train/ + test/ tree of random 32x32 PNGs (two classes); returns the pixels by file."""
@@ -89,16 +93,34 @@ def test_dry_run_measures_every_step(tmp_path: Path) -> None:
     assert [r["impl"] for r in small] == ["read-each-step", "no-read", "train_one_epoch"]
     assert all(r["images_per_s"] > 0 and r["batch"] == gpu_suite.DRY.small_batches[0] for r in small)
     assert "| train_one_epoch | 4 |" in (out / "results.md").read_text()
-    for name in ("check_learns", "tta_fashion_mnist", "tta_d2l", "tta_cifar10"):
-        run = steps[name]
-        assert run["finished"] and run["epochs_done"] == 1 and 0 <= run["best_acc"] <= 1, name
-        assert run["train_seconds"] > 0 and run["final_test"]["accuracy"] >= 0
-        assert f"final model {run['final_test']['accuracy']:.2%}" in gpu_suite.headline_of(run)
+    # one epoch each: the curve's one point (metrics.csv) is the best and the last, and it is what the final
+    # evaluation (the run's results.json) found: on validation where the recipe splits one off (the paper's
+    # CIFAR run), else on test; test accuracy is a count of the test images (64 of Fashion-MNIST, CIFAR's 20)
+    for name, folder, test_images in RUNS:
+        run, saved = steps[name], json.loads((out / "runs" / folder / "run" / "results.json").read_text())
+        assert run["finished"] and run["epochs_done"] == 1 and run["train_seconds"] > 0, name
+        curve_end = (saved["val"] or saved["test"])["accuracy"]
+        assert run["best_acc"] == run["final_acc"] == pytest.approx(curve_end), name
+        correct = saved["test"]["accuracy"] * test_images
+        assert run["final_test"] == saved["test"] and correct == pytest.approx(round(correct), abs=1e-5), name
+        assert f"final model {saved['test']['accuracy']:.2%}" in gpu_suite.headline_of(run)
     assert set(steps["tta_fashion_mnist"]["reached"]) == {"0.94", "0.95"}
     assert steps["tta_d2l"]["config"]["image_size"] == gpu_suite.DRY.d2l_side
     assert "Verdict" in steps["experiment:degradation"]["verdict"]
     table = (out / "results.md").read_text()
     assert all(f"| {name} | ok |" in table for name in STEPS)
+
+
+def test_check_learns_passes_a_run_that_learns_and_fails_one_that_does_not(tmp_path: Path) -> None:
+    """The dry run holds check_learns to nothing (DRY.learn_min_acc is 0). At sizes where the run learns
+    (1024 images, 3 epochs, 256 test images) it beats chance (10%) by far and passes; the dry run's own
+    one-epoch run, held to 50%, fails."""
+    learns = replace(gpu_suite.DRY, limit=1024, test_limit=256, learn_epochs=3, learn_min_acc=0.4)
+    record = gpu_suite.check_learns(learns, torch.device("cpu"), tmp_path / "a", str(FASHION), 300.0)
+    assert record["passed"] and record["final_test"]["accuracy"] >= 0.4, record["headline"]
+    strict = replace(gpu_suite.DRY, learn_min_acc=0.5)
+    record = gpu_suite.check_learns(strict, torch.device("cpu"), tmp_path / "b", str(FASHION), 300.0)
+    assert record["passed"] is False and record["headline"].endswith("learns: False")
 
 
 def test_steps_that_do_not_fit_are_skipped_with_a_reason(tmp_path: Path) -> None:

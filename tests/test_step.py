@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 import time
@@ -84,6 +85,14 @@ def test_a_runs_cpu_precision_is_the_machines_bf16_fact(monkeypatch: pytest.Monk
         assert resolve_runtime(TrainConfig(device="cpu")).amp_dtype == dtype
 
 
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="reads the CPU's flags from /proc/cpuinfo")
+def test_cpu_bf16_fact_is_the_cpus_own_flags() -> None:
+    """The fact itself, against the kernel's word: native bf16 exactly when the CPU has AVX-512 bf16 or AMX."""
+    flags = set().union(*(line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                          if line.startswith("flags")))  # fmt: skip
+    assert machine.bf16_native(torch.device("cpu")) == bool(flags & {"avx512_bf16", "amx_tile"})
+
+
 @pytest.mark.parametrize(
     ("capability", "native"), [((6, 0), False), ((7, 5), False), ((8, 0), True), ((9, 0), True)]
 )
@@ -105,15 +114,23 @@ def test_cpu_runtime_refuses_fp16() -> None:
         resolve_runtime(TrainConfig(device="cpu", precision="fp16"))
 
 
-def test_cudnn_autotune_switch() -> None:
-    before = torch.backends.cudnn.benchmark
-    try:
-        set_cudnn_autotune(True)
-        assert torch.backends.cudnn.benchmark
-        set_cudnn_autotune(False)
-        assert not torch.backends.cudnn.benchmark
-    finally:
-        torch.backends.cudnn.benchmark = before
+@pytest.fixture
+def one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """resolve_runtime sees one bf16 GPU (only its facts: nothing here runs on it)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(runtime_module, "bf16_native", lambda device: True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # restored after
+
+
+@pytest.mark.usefixtures("one_gpu")
+def test_cudnn_autotune_is_on_for_gpu_runs_unless_deterministic() -> None:
+    for deterministic in (False, True, False):
+        resolve_runtime(TrainConfig(device="cuda", deterministic=deterministic))
+        assert torch.backends.cudnn.benchmark is not deterministic
+    for setting in (True, False):  # a CPU run leaves cuDNN alone
+        set_cudnn_autotune(setting)
+        resolve_runtime(TrainConfig(device="cpu", deterministic=setting))
+        assert torch.backends.cudnn.benchmark is setting
 
 
 @pytest.mark.parametrize(
@@ -131,7 +148,16 @@ def test_compile_uses_cuda_graphs_on_one_gpu_only(
     model = nn.Linear(2, 2)
     assert compile_for_training(model, runtime) is model and asked == [mode]
     assert runtime.cuda_graphs == (mode == "reduce-overhead")
-    assert not Runtime(torch.device(device), None, False, world_size=world_size).cuda_graphs
+
+
+@pytest.mark.usefixtures("one_gpu")
+@pytest.mark.parametrize(
+    ("device", "compile", "graphs"), [("cuda", True, True), ("cuda", False, False), ("cpu", True, False)]
+)
+def test_the_compile_option_decides_cuda_graphs(device: str, compile: bool, graphs: bool) -> None:
+    """From the option to the runtime the loop reads: only --compile on a GPU trains through CUDA graphs."""
+    runtime = resolve_runtime(TrainConfig(device=device, compile=compile))
+    assert (runtime.compile, runtime.cuda_graphs) == (compile, graphs)
 
 
 # ---- the step
@@ -257,12 +283,21 @@ def test_fp16_loss_scale_is_checkpointed_and_resumed(tmp_path: Path, monkeypatch
     assert load_state(out)["scaler"]["scale"] == 2.0 ** (2 * steps)
 
 
-def test_busy_cores_sees_a_busy_process() -> None:
-    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="pins processes to a core (Linux)")
+def test_busy_cores_sees_a_busy_process_on_its_own_core() -> None:
+    """A spinning process pinned to the one core this thread may use: that core is busy, exactly one core's
+    worth (cores outside the affinity mask, however busy, do not count)."""
+    before = os.sched_getaffinity(0)
+    core = min(before)
+    hog = subprocess.Popen(
+        [sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{core}}})\nwhile True: pass"]
+    )
     try:
+        os.sched_setaffinity(0, {core})
         time.sleep(0.3)
-        assert busy_cores(0.5) >= 0.6  # the hog's core (other load only adds to it)
+        assert busy_cores(0.5) == pytest.approx(1.0, abs=0.1)
     finally:
+        os.sched_setaffinity(0, before)
         hog.kill()
 
 

@@ -421,10 +421,24 @@ def test_grad_clip_bounds_every_step_of_a_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_compile_runs_one_epoch(tmp_path: Path) -> None:
-    """torch.compile on CPU needs a C++ toolchain and minutes of compiling: slow-marked."""
-    history = fit(TrainConfig(**tiny(tmp_path / "run", compile=True, limit=32)))
-    assert len(history.epochs) == 1
+def test_compile_trains_through_torch_compile_to_the_eager_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--compile trains through torch.compile (Inductor's default mode on a CPU) and ends at the weights the
+    same eager run reaches, up to float32 rounding; without it nothing is compiled. torch.compile on a CPU
+    needs a C++ toolchain and minutes of compiling: slow-marked."""
+    compiled, real_compile = [], torch.compile
+    monkeypatch.setattr(
+        torch, "compile", lambda model, **kw: compiled.append(kw) or real_compile(model, **kw)
+    )
+    weights = {}
+    for name, flag in (("eager", False), ("compiled", True)):
+        out = tmp_path / name
+        fit(TrainConfig(**tiny(out, compile=flag, limit=32, precision="fp32", channels_last=False)))
+        assert compiled == ([{"mode": None}] if flag else []), name
+        weights[name] = load_file(out / "last.safetensors")
+    for key, eager in weights["eager"].items():
+        torch.testing.assert_close(weights["compiled"][key], eager, rtol=1e-4, atol=1e-5, msg=key)
 
 
 def test_batch_larger_than_the_data_is_named(tmp_path: Path) -> None:
@@ -478,18 +492,34 @@ def test_tensorboard_events_hold_the_metrics(tmp_path: Path) -> None:
         assert [s.value for s in scalars] == pytest.approx([float(r[column]) for r in rows], rel=1e-6), tag
 
 
-def test_cpu_format_search_times_every_candidate_and_leaves_no_trace() -> None:
-    """The format search times each candidate, picks the fastest, and touches neither the model nor the
-    random streams the run will use."""
+def test_cpu_format_search_times_every_candidate_and_leaves_no_trace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The format search times each candidate's real steps, picks the fastest, and touches neither the model
+    nor the random streams the run will use. The timer's answer is replaced after it ran, so that the
+    fastest format is known: the third candidate, bf16 NCHW."""
+    from resnets.train import autotune
+
+    timed, real_timer = [], autotune.median_seconds_each
+
+    def timer(runs: list, *args: object, **kwargs: object) -> list[float]:
+        timed.append(real_timer(runs, *args, **kwargs))
+        return [0.4, 0.2, 0.1, 0.8]
+
+    monkeypatch.setattr(autotune, "median_seconds_each", timer)
+    monkeypatch.setattr(autotune, "MAX_STEP_SECONDS", 60.0)  # a busy test machine still times every format
     model = create_model("cifar_resnet20", num_classes=10, in_channels=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
     best, speeds = fastest_cpu_format(
         model, (8, 1, 16, 16), 10, [None, torch.bfloat16], [False, True], steps=1
     )
-    assert set(speeds) == {"fp32 NCHW", "fp32 channels_last", "bf16 NCHW", "bf16 channels_last"}
-    assert all(v > 0 for v in speeds.values())
-    assert speeds[str(best)] == max(speeds.values())
+    assert len(timed) == 1 and len(timed[0]) == 4 and all(t > 0 for t in timed[0])  # four real steps timed
+    assert speeds == {
+        "fp32 NCHW": 20.0,
+        "fp32 channels_last": 40.0,
+        "bf16 NCHW": 80.0,
+        "bf16 channels_last": 10.0,
+    }
+    assert (best.amp_dtype, best.channels_last) == (torch.bfloat16, False)
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
