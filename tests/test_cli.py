@@ -76,7 +76,9 @@ def test_train_evaluate_predict(run_dir: Path, cache_env: dict[str, str], tmp_pa
     rc, out, err = finish(evaluation)
     assert rc == 0, err
     logged = float(list(csv.DictReader((run_dir / "metrics.csv").open()))[-1]["test_acc"])
-    assert "test (50 images, flip TTA" in out and f"top-1 {100 * logged:.2f}%" in out, out  # as logged in training
+    assert "test (50 images, flip TTA" in out and f"top-1 {100 * logged:.2f}%" in out, (
+        out
+    )  # as logged in training
     assert "top-5" in out and "precision" in out and "confusion matrix" in out
     assert all(c in out for c in CLASSES)
 
