@@ -25,6 +25,8 @@ class Difference:
     n: tuple[int, int]
 
     def text(self, scale: float = 100, unit: str = " points") -> str:
+        if min(self.n) == 0:
+            return f"n = {self.n[0]}, {self.n[1]}: no unit of one side yet"
         if math.isnan(self.p):
             return f"difference {scale * self.difference:+.2f}{unit} (n = {self.n[0]}, {self.n[1]}: too few seeds to test)"
         return (
