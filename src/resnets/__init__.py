@@ -10,6 +10,7 @@ from .models import ResNet, ResNetSpec, create_model, list_models, summarize
 # subpackage's modules with `from resnets.train.run import fit` or `from resnets.train import loop`,
 # not by attribute (`resnets.train.loop` is an attribute of the function).
 from .train import History, TrainConfig, fit, train  # noqa: I001 (the order above matters)
+from .trained import Trained, load
 
 __version__ = "0.1.0"
 
@@ -18,9 +19,11 @@ __all__ = [
     "ResNet",
     "ResNetSpec",
     "TrainConfig",
+    "Trained",
     "__version__",
     "create_model",
     "fit",
+    "load",
     "list_models",
     "summarize",
     "train",
