@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
+import json
 import os
 import pickle
 import random
@@ -717,3 +718,17 @@ def test_a_batch_whose_activations_cannot_fit_is_refused_before_training(tmp_pat
     assert rc == 2 and "of activations per image" in err and "lower --batch-size (at most" in err, err
     assert "or --image-size" in err and time.perf_counter() - started < 60
     assert not (tmp_path / "run").exists()
+
+
+def test_nan_weights_are_refused_by_name_not_answered_as_nan(trained_run: Path, tmp_path: Path) -> None:
+    weights = load_file(trained_run / "last.safetensors")
+    weights["fc.weight"] = torch.full_like(weights["fc.weight"], float("nan"))
+    bad = tmp_path / "nan.safetensors"
+    save_file(
+        weights,
+        bad,
+        metadata={k: json.dumps(v) for k, v in read_meta(trained_run / "last.safetensors").items()},
+    )
+    image = sorted((CIFAR / "test" / "cat").iterdir())[0]
+    rc, out, err = finish(cli("predict", str(bad), str(image)))
+    assert rc == 2 and "nan%" not in out and "holds non-finite weights (fc.weight)" in err, (out, err)

@@ -112,6 +112,10 @@ def load_trained(
     net = create_model(name, num_classes=n, in_channels=channels, shortcut=meta.get("shortcut"),
                        spec_overrides=meta.get("spec_overrides"))  # fmt: skip
     load_weights(net, path, new_head=False)  # outside `train`, a classifier is loaded, never re-initialised
+    bad = [k for k, t in net.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"{path} holds non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
+                         "the run that wrote them diverged; use an earlier checkpoint or train again")  # fmt: skip
     known = None if "classes" in meta else torchvision_file(name, path)
     if known is not None:
         net.pretrained = known
@@ -255,7 +259,11 @@ def predict(
         rows = iter([])
         if good:
             batch = torch.stack(good).contiguous(memory_format=torch.channels_last)
-            values, indices = model(batch).float().softmax(1).topk(k, 1)
+            probs = model(batch).float().softmax(1)
+            if not torch.isfinite(probs).all():  # an answer of "nan%" is no answer
+                raise ValueError(f"{trained.path} gave non-finite outputs for {loaded[0][0]} and the rest of its "
+                                 "batch: the weights or the runtime are broken")  # fmt: skip
+            values, indices = probs.topk(k, 1)
             rows = iter(zip(values.tolist(), indices.tolist(), strict=True))
         for path, x in loaded:
             if isinstance(x, Exception):
