@@ -57,6 +57,15 @@ def test_registry_lists_every_family() -> None:
     assert resnets.list_models("cifar_plain") == [n for n in names if "cifar_plain" in n]
 
 
+def test_list_models_takes_timms_wildcards() -> None:
+    names = resnets.list_models()
+    assert resnets.list_models("*50*") == [n for n in names if "50" in n]
+    assert resnets.list_models("resnet5?") == ["resnet50"]
+    assert resnets.list_models("resnet5??") == ["resnet50c", "resnet50d"]
+    assert resnets.list_models("resnet[13]8") == ["resnet18"] and resnets.list_models("*nope*") == []
+    assert resnets.list_models("50") == resnets.list_models("*50*")  # no wildcard: a part of the name
+
+
 @pytest.mark.parametrize("name", resnets.list_models())
 def test_every_model_runs_down_to_one_pixel(name: str) -> None:
     """Padded convolutions never shrink a side below 1 px, so there is no minimum input size."""
@@ -235,6 +244,44 @@ def test_in_channels_and_num_classes_defaults() -> None:
     assert create_model("resnet18").fc.out_features == 1000
     assert create_model("cifar_resnet20").fc.out_features == 10
     assert create_model("resnet18", in_channels=1).conv1.in_channels == 1
+
+
+def drop_paths(model: nn.Module) -> list[float]:
+    return [getattr(m.drop_path, "p", 0.0) for m in model.modules() if hasattr(m, "drop_path")]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50d"])
+def test_timms_option_names_are_aliases(name: str) -> None:
+    """timm's `in_chans` and `drop_path_rate` build what `in_channels` and `stochastic_depth` do."""
+    ours = create_model(name, in_channels=1, stochastic_depth=0.1)
+    timms = create_model(name, in_chans=1, drop_path_rate=0.1)
+    assert {k: v.shape for k, v in timms.state_dict().items()} == {
+        k: v.shape for k, v in ours.state_dict().items()
+    }
+    assert timms.in_channels == 1 and timms.eval()(torch.randn(1, 1, 32, 32)).shape == (1, 1000)
+    assert drop_paths(timms) == drop_paths(ours) and drop_paths(ours)[-1] == pytest.approx(0.1)
+    assert drop_paths(create_model(name)) == [0.0] * len(drop_paths(ours))
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"in_channels": 1, "in_chans": 1}, "in_chans= is timm's name for in_channels=: give one"),
+        (
+            {"stochastic_depth": 0.1, "drop_path_rate": 0.1},
+            "drop_path_rate= is timm's name for stochastic_depth=",
+        ),
+    ],
+)
+def test_both_spellings_of_an_option_are_refused(options: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        create_model("resnet18", **options)
+
+
+def test_timms_positional_pretrained_is_not_a_class_count() -> None:
+    """timm's second argument is `pretrained`: `create_model("resnet18", True)` would be a 1-class model."""
+    with pytest.raises(TypeError, match="num_classes=True: the second argument is num_classes here"):
+        create_model("resnet18", True)
 
 
 # ---- clear errors ----
@@ -440,6 +487,15 @@ def test_reset_classifier_changes_the_head_only() -> None:
     with torch.no_grad():
         assert torch.equal(model(x), features)
     assert torch.equal(model.layer3[-1].conv2.weight, conv)
+
+
+def test_get_classifier_follows_reset_classifier() -> None:
+    model = create_model("cifar_resnet20")
+    assert model.get_classifier() is model.fc and model.get_classifier().out_features == 10
+    model.reset_classifier(5)
+    assert model.get_classifier() is model.fc and model.get_classifier().out_features == 5
+    model.reset_classifier(0)
+    assert isinstance(model.get_classifier(), nn.Identity)
 
 
 def test_faster_rcnn_trains_on_our_resnet50() -> None:

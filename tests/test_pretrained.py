@@ -13,9 +13,11 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from resnets import create_model
+from resnets import create_model, list_models
 from resnets.cli import main
-from resnets.models.pretrained import resolve_weights_name
+from resnets.models import registry
+from resnets.models.pretrained import Pretrained, resolve_weights_name
+from resnets.models.registry import resolve_name
 from resnets.train import TrainConfig, fit
 from resnets.train.checkpoint import read_meta
 from resnets.train.loop import build_model, load_data
@@ -216,3 +218,93 @@ def test_export_named_weights_writes_here(
     )
     assert (tmp_path / "resnet18-IMAGENET1K_V1.pt2").is_file()
     assert json.loads((tmp_path / "resnet18-IMAGENET1K_V1.pt2.json").read_text())["classes"][:1] == ["tench"]
+
+
+# ---- timm's vocabulary: pretrained=True, "model.tag" names ----
+
+
+@pytest.fixture
+def loaded(caches: Path, monkeypatch: pytest.MonkeyPatch) -> list[Pretrained]:
+    """The weights `create_model` would load, recorded instead of fetched (no file, no network)."""
+    records: list[Pretrained] = []
+    monkeypatch.setattr(registry, "load_pretrained", lambda model, record: records.append(record))
+    return records
+
+
+def test_tagged_name_is_the_model_with_timms_weights() -> None:
+    assert resolve_name("resnet50d.ra2_in1k") == ("resnet50d", "timm:ra2_in1k")
+    assert resolve_name("resnet50d.ra2_in1k", pretrained=True) == ("resnet50d", "timm:ra2_in1k")
+    assert resolve_name("resnet50d.ra2_in1k", pretrained=False) == ("resnet50d", None)  # as timm: no weights
+    assert resolve_name("resnet50d") == ("resnet50d", None)
+
+
+def test_tagged_name_loads_timms_weights(loaded: list[Pretrained]) -> None:
+    pytest.importorskip("timm")
+    model = create_model("resnet50d.ra2_in1k")
+    assert [(r.model, r.name, r.repo_id) for r in loaded] == [
+        ("resnet50d", "timm:ra2_in1k", "timm/resnet50d.ra2_in1k")
+    ]
+    assert model.num_classes == 1000 and model.spec.avg_down
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "message"),
+    [
+        ("resnet50_gn.a1h_in1k", ValueError, "unknown model 'resnet50_gn'"),
+        ("resnetv2_50.a1h_in1k", ValueError, "timm's resnetv2_50 is preact_resnet50 here: say "
+         "'preact_resnet50.a1h_in1k'"),
+        ("cifar_resnet20.a1_in1k", ValueError, "timm has no pretrained cifar_resnet20"),
+        ("resnet50d.nope", ValueError, "timm has no weights 'nope' for resnet50d: it has timm:a1_in1k"),
+    ],
+)  # fmt: skip
+def test_unknown_tagged_name_is_refused(name: str, error: type[Exception], message: str) -> None:
+    pytest.importorskip("timm")
+    with pytest.raises(error, match=message):
+        create_model(name)
+
+
+def test_pretrained_true_loads_the_default_weights(loaded: list[Pretrained]) -> None:
+    assert resolve_name("resnet50", pretrained=True) == ("resnet50", "DEFAULT")
+    create_model("resnet50", pretrained=True)
+    assert [(r.source, r.name) for r in loaded] == [("torchvision", "IMAGENET1K_V2")]
+    create_model("resnet50", pretrained=False)
+    assert len(loaded) == 1
+
+
+def test_pretrained_true_without_torchvision_weights_takes_timms_default_tag() -> None:
+    pytest.importorskip("timm")
+    assert resolve_name("resnet50d", pretrained=True) == ("resnet50d", "timm:ra2_in1k")
+    assert resolve_name("preact_resnet50", pretrained=True) == ("preact_resnet50", "timm:a1h_in1k")
+
+
+def test_pretrained_true_loads_the_cached_file(resnet18_file: dict[str, torch.Tensor]) -> None:
+    model = create_model("resnet18", pretrained=True)
+    assert all(torch.equal(v, resnet18_file[k]) for k, v in model.state_dict().items())
+    assert model.pretrained.name == "IMAGENET1K_V1"
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("resnet50", {"pretrained": True, "weights": "IMAGENET1K_V1"}, "pretrained=True (resnet50's default "
+         "weights) and weights='IMAGENET1K_V1' both choose weights: give one of them"),
+        ("resnet50d.ra2_in1k", {"weights": "w.pth"}, "'resnet50d.ra2_in1k' (timm's weights 'ra2_in1k') and "
+         "weights='w.pth' both choose weights"),
+        ("cifar_resnet20", {"pretrained": True}, "cifar_resnet20 has no pretrained weights; pretrained=True "
+         "works for preact_resnet101, "),
+    ],
+)  # fmt: skip
+def test_pretrained_conflicts_and_absences_are_refused(name: str, options: dict, message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        create_model(name, **options)
+    assert message in str(error.value)
+    if "no pretrained" in message:
+        assert "resnet50, " in str(error.value) and "weights='path/to/weights.pth'" in str(error.value)
+
+
+def test_list_models_pretrained_keeps_models_with_named_weights() -> None:
+    pytest.importorskip("timm")
+    names = list_models(pretrained=True)
+    assert {"resnet18", "resnet50", "resnet50d", "preact_resnet50", "wide_resnet50_2"} <= set(names)
+    assert not any(n.startswith(("cifar_", "plain")) or n.endswith("_v1") for n in names)
+    assert list_models("resnet5?d", pretrained=True) == ["resnet50d"]

@@ -133,7 +133,7 @@ def _optional(module: str) -> ModuleType:
         raise ImportError(f"timm's named weights need {module}: pip install 'resnets[pretrained]'") from e
 
 
-def _timm_arch(model: str) -> str:
+def timm_arch(model: str) -> str:
     """timm's name for our model: the same, except the pre-activation nets (timm's `resnetv2_*`)."""
     return re.sub(r"^preact_resnet(\d+)$", r"resnetv2_\1", model)
 
@@ -141,7 +141,7 @@ def _timm_arch(model: str) -> str:
 def timm_tags(model: str) -> list[str]:
     """timm's pretrained tags for `model` ("ra2_in1k", ...); none for a model timm does not have."""
     timm = _optional("timm")
-    arch = _timm_arch(model)
+    arch = timm_arch(model)
     return [
         name.split(".", 1)[1] for name in timm.list_pretrained(f"{arch}.*") if name.startswith(arch + ".")
     ]
@@ -191,7 +191,7 @@ def _timm_record(model: str, tag: str) -> Pretrained:
             f"timm has no weights {tag!r} for {model}: "
             + (f"it has {valid}" if tags else f"timm has no pretrained {model}")
         )
-    cfg = timm.models.get_pretrained_cfg(f"{_timm_arch(model)}.{tag}")
+    cfg = timm.models.get_pretrained_cfg(f"{timm_arch(model)}.{tag}")
     if not cfg.hf_hub_id:
         raise ValueError(f"timm's {model}.{tag} is not on the Hugging Face Hub; download {cfg.url} yourself")
     crop = cfg.input_size[-1]
@@ -264,6 +264,19 @@ def default_weights(model: str) -> str | None:
     """The name torchvision's DEFAULT stands for with `model` ("IMAGENET1K_V2" for resnet50)."""
     enum = _torchvision_enum(model)
     return enum.DEFAULT.name if enum is not None else None
+
+
+def pretrained_name(model: str) -> str | None:
+    """The weights `pretrained=True` loads into `model`: torchvision's "DEFAULT" where torchvision has it,
+    else timm's default tag ("timm:ra2_in1k" for resnet50d); None where neither has weights for it (timm's
+    count only with the `pretrained` extra installed). No download."""
+    if _torchvision_enum(model) is not None:
+        return "DEFAULT"
+    with contextlib.suppress(ImportError):
+        if tags := timm_tags(model):
+            cfg = _optional("timm").models.get_pretrained_cfg(timm_arch(model))
+            return TIMM_PREFIX + (cfg.tag if cfg is not None and cfg.tag in tags else tags[0])
+    return None
 
 
 def resolve_weights_name(model: str, name: str) -> Pretrained:

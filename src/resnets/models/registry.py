@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal, overload
 
 from .features import FeatureNet
-from .pretrained import is_weights_name, load_pretrained, resolve_weights_name
+from .pretrained import (
+    TIMM_PREFIX,
+    is_weights_name,
+    load_pretrained,
+    pretrained_name,
+    resolve_weights_name,
+    timm_arch,
+)
 from .resnet import ResNet
 from .spec import ResNetSpec, ShortcutKind
 from .weights import load_weights
@@ -126,9 +134,17 @@ for depth in (20, 32, 44, 56, 110):
     )
 
 
-def list_models(pattern: str | None = None) -> list[str]:
-    """Every registered model name, sorted; `pattern` keeps names containing it."""
-    return sorted(n for n in _REGISTRY if pattern is None or pattern in n)
+def list_models(pattern: str | None = None, pretrained: bool = False) -> list[str]:
+    """Every registered model name, sorted. `pattern` keeps the names matching it: a shell-style wildcard as
+    timm's ("*50*", "resnet5?"), or without one (`*?[`) a part of the name ("cifar_plain"). `pretrained=True`
+    keeps the models that have named weights (those `create_model(name, pretrained=True)` takes)."""
+    names = sorted(_REGISTRY)
+    if pattern is not None:
+        wildcard = any(c in pattern for c in "*?[")
+        names = (
+            [n for n in names if fnmatchcase(n, pattern)] if wildcard else [n for n in names if pattern in n]
+        )
+    return [n for n in names if pretrained_name(n) is not None] if pretrained else names
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -165,44 +181,103 @@ def resolve_spec(
     return spec
 
 
+def resolve_name(
+    name: str, weights: str | Path | None = None, pretrained: bool | None = None
+) -> tuple[str, str | Path | None]:
+    """timm's ways of asking for weights, in ours: (model, weights). A tagged name, "resnet50d.ra2_in1k", is
+    resnet50d with timm's weights "timm:ra2_in1k" (`pretrained=False` keeps the architecture only, as timm);
+    `pretrained=True` gives the model's default weights (`pretrained_name`). Checks the model name, builds
+    nothing."""
+    model, _, tag = name.partition(".")
+    ours = [n for n in _REGISTRY if tag and n != model and timm_arch(n) == model]
+    if ours:  # timm's name for one of ours: resnetv2_50 is preact_resnet50
+        raise ValueError(f"timm's {model} is {ours[0]} here: say '{ours[0]}.{tag}'")
+    get_entry(model)
+    chosen = f"{name!r} (timm's weights {tag!r})" if tag else f"pretrained=True ({model}'s default weights)"
+    if weights is not None and (tag or pretrained):
+        raise ValueError(f"{chosen} and weights={str(weights)!r} both choose weights: give one of them")
+    if tag:
+        return model, None if pretrained is False else TIMM_PREFIX + tag
+    return model, _default_weights(model) if pretrained else weights
+
+
+def _default_weights(model: str) -> str:
+    """The weights `pretrained=True` loads into `model`, or a ValueError naming the models that have some."""
+    found = pretrained_name(model)
+    if found is None:
+        import importlib.util
+
+        have = ", ".join(list_models(pretrained=True))
+        extra = "" if importlib.util.find_spec("timm") else " (more with pip install 'resnets[pretrained]')"
+        raise ValueError(
+            f"{model} has no pretrained weights; pretrained=True works for {have}{extra}. "
+            f"For {model}, give a local file: weights='path/to/weights.pth'"
+        )
+    return found
+
+
+def _either(ours: str, our_value: Any, timms: str, timm_value: Any, default: Any) -> Any:
+    """An option given by our name or by timm's, not by both."""
+    if our_value is not None and timm_value is not None:
+        raise ValueError(f"{timms}= is timm's name for {ours}=: give one of them, not both")
+    if our_value is not None:
+        return our_value
+    return default if timm_value is None else timm_value
+
+
 @overload
-def create_model(name: str, num_classes: int | None = None, in_channels: int = 3, *,
+def create_model(name: str, num_classes: int | None = None, in_channels: int | None = None, *,
                  features_only: Literal[False] = False, **options: Any) -> ResNet: ...  # fmt: skip
 @overload
-def create_model(name: str, num_classes: int | None = None, in_channels: int = 3, *,
+def create_model(name: str, num_classes: int | None = None, in_channels: int | None = None, *,
                  features_only: Literal[True], **options: Any) -> FeatureNet: ...  # fmt: skip
 
 
 def create_model(
     name: str,
     num_classes: int | None = None,
-    in_channels: int = 3,
+    in_channels: int | None = None,
     *,
+    pretrained: bool | None = None,
     weights: str | Path | None = None,
     shortcut: ShortcutKind | None = None,
     zero_init_residual: bool = False,
     drop_rate: float = 0.0,
-    stochastic_depth: float = 0.0,
+    stochastic_depth: float | None = None,
     spec_overrides: Mapping[str, Any] | None = None,
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
+    in_chans: int | None = None,
+    drop_path_rate: float | None = None,
 ) -> ResNet | FeatureNet:
     """Build a zoo model by name, optionally loading a local weights file.
 
     `num_classes` defaults to the model's own (1000 for ImageNet nets, 10 for CIFAR nets); 0 gives a model
-    that returns pooled features. `shortcut` overrides the skip connection ("A", "B", "C"); plain twins have
-    none and refuse it. `spec_overrides` changes other `ResNetSpec` fields (e.g. {"layers": [2, 2, 2]}) for
-    variants outside the zoo. `weights` is a local `.pth`/`.pt`/`.safetensors` file in our, torchvision's
-    or timm's layout, or a name: torchvision's ("DEFAULT", "IMAGENET1K_V1", ...) or timm's ("timm:ra2_in1k"),
-    downloaded once into the library's cache (`resnets weights` lists them), kept as `model.pretrained`
-    (classes, preprocessing) and giving the default `num_classes`. `features_only=True` returns a
-    `FeatureNet` (timm's backbone API): the feature maps of levels `out_indices` (default all: 0 the stem,
-    i stage i) as a list, described by `feature_info`.
+    that returns pooled features. `in_channels` defaults to 3. `shortcut` overrides the skip connection ("A",
+    "B", "C"); plain twins have none and refuse it. `spec_overrides` changes other `ResNetSpec` fields (e.g.
+    {"layers": [2, 2, 2]}) for variants outside the zoo. `weights` is a local `.pth`/`.pt`/`.safetensors` file
+    in our, torchvision's or timm's layout, or a name: torchvision's ("DEFAULT", "IMAGENET1K_V1", ...) or
+    timm's ("timm:ra2_in1k"), downloaded once into the library's cache (`resnets weights` lists them), kept
+    as `model.pretrained` (classes, preprocessing) and giving the default `num_classes`. `features_only=True`
+    returns a `FeatureNet` (timm's backbone API): the feature maps of levels `out_indices` (default all: 0
+    the stem, i stage i) as a list, described by `feature_info`.
+
+    timm's vocabulary works too: `pretrained=True` (the model's default weights), a tagged name
+    ("resnet50d.ra2_in1k": weights "timm:ra2_in1k"), `in_chans` for `in_channels` and `drop_path_rate` for
+    `stochastic_depth`.
     """
+    if isinstance(num_classes, bool):  # timm's create_model takes `pretrained` second
+        raise TypeError(
+            f"num_classes={num_classes}: the second argument is num_classes here (timm's is pretrained); "
+            f"say pretrained={num_classes}"
+        )
     if out_indices is not None and not features_only:
         raise ValueError("out_indices selects feature levels; it needs features_only=True")
     if features_only and num_classes:
         raise ValueError(f"features_only=True has no classifier; num_classes={num_classes} conflicts")
+    in_channels = _either("in_channels", in_channels, "in_chans", in_chans, 3)
+    stochastic_depth = _either("stochastic_depth", stochastic_depth, "drop_path_rate", drop_path_rate, 0.0)
+    name, weights = resolve_name(name, weights, pretrained)
     entry = get_entry(name)
     spec = resolve_spec(name, shortcut, spec_overrides)
     named = resolve_weights_name(name, str(weights)) if weights and is_weights_name(weights) else None

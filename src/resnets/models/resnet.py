@@ -35,8 +35,8 @@ class ResNet(nn.Module):
     Module names match torchvision (`conv1`, `bn1`, `layer1`..`layerN`, `fc`), so its weights load with
     `strict=True`. Global average pooling makes the network accept any input size, square or not: padded
     convolutions never shrink a side below 1 px. The backbone API follows timm: `forward_features`,
-    `forward_head(x, pre_logits)`, `num_features`, `feature_info`, `reset_classifier`; `num_classes=0`
-    returns the pooled (N, num_features) features.
+    `forward_head(x, pre_logits)`, `num_features`, `feature_info`, `get_classifier`, `reset_classifier`;
+    `num_classes=0` returns the pooled (N, num_features) features.
     """
 
     def __init__(
@@ -119,6 +119,10 @@ class ResNet(nn.Module):
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def get_classifier(self) -> nn.Module:
+        """The classifier, `fc` (as timm's): a Linear, or an Identity with num_classes=0."""
+        return self.fc
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) image -> (N, num_features, H/s, W/s) feature map."""
