@@ -308,3 +308,13 @@ def test_list_models_pretrained_keeps_models_with_named_weights() -> None:
     assert {"resnet18", "resnet50", "resnet50d", "preact_resnet50", "wide_resnet50_2"} <= set(names)
     assert not any(n.startswith(("cifar_", "plain")) or n.endswith("_v1") for n in names)
     assert list_models("resnet5?d", pretrained=True) == ["resnet50d"]
+
+
+def test_timm_weights_sizes_come_from_the_model_and_match_torchvisions_files() -> None:
+    # timm's records carry no file size; the registry computes it from the model. The same architecture's
+    # torchvision file (its own recorded size) is the independent check: resnet50 at 1000 classes.
+    pytest.importorskip("timm")
+    records = {r.name: r for r in registry.named_weights("resnet50")}
+    torchvision_size = records["IMAGENET1K_V1"].size_mb
+    timm = [r for r in records.values() if r.source == "timm" and len(r.categories) == 1000]
+    assert timm and all(abs(r.size_mb - torchvision_size) / torchvision_size < 0.01 for r in timm)

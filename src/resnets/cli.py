@@ -314,7 +314,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_weights(args: argparse.Namespace) -> int:
     """What `--weights NAME` and `create_model(weights=NAME)` take, per model: ImageNet top-1, file size, and
     whether the file is in the local cache (else where it downloads from)."""
-    from .models.pretrained import cache_dirs, default_weights, named_weights
+    from .models.pretrained import cache_dirs, default_weights
+    from .models.registry import named_weights
 
     if args.model:
         get_entry(args.model)  # an unknown name fails here, with close names

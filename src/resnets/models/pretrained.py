@@ -44,7 +44,7 @@ class Pretrained:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     accuracy: float | None  # ImageNet-1k top-1 (%) as the library reports it (timm ships none)
-    size_mb: float  # the file's size in MiB
+    size_mb: float | None  # the file's size in MiB (None where the source does not say)
     repo_id: str | None = None  # the Hugging Face repository (timm's)
 
     @property
@@ -159,17 +159,6 @@ def _timm_labels(subset: str | None, num_classes: int) -> tuple[str, ...]:
     return tuple(d.split(",")[0] for d in ImageNetInfo(subset).label_descriptions())
 
 
-@cache
-def _state_mib(model: str, num_classes: int) -> float:
-    """The size of `model`'s state dict in MiB, what its float32 weights file holds (built on the meta
-    device: nothing is allocated)."""
-    from .registry import create_model
-
-    with torch.device("meta"):
-        state = create_model(model, num_classes=num_classes).state_dict()
-    return sum(t.numel() * t.element_size() for t in state.values()) / 2**20
-
-
 def _hf_cached(repo_id: str) -> Path | None:
     """The weights file of `repo_id` in the Hugging Face cache (no network), if there is one."""
     hf = _optional("huggingface_hub")
@@ -208,7 +197,7 @@ def _timm_record(model: str, tag: str) -> Pretrained:
         mean=tuple(cfg.mean),
         std=tuple(cfg.std),
         accuracy=None,
-        size_mb=_state_mib(model, cfg.num_classes),
+        size_mb=None,  # timm does not say: registry.named_weights computes it from the model
         repo_id=cfg.hf_hub_id,
     )
 

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal, overload
+
+import torch
 
 from .features import FeatureNet
 from .pretrained import (
     TIMM_PREFIX,
+    Pretrained,
     is_weights_name,
     load_pretrained,
     pretrained_name,
     resolve_weights_name,
     timm_arch,
 )
+from .pretrained import named_weights as pretrained_named_weights
 from .resnet import ResNet
 from .spec import ResNetSpec, ShortcutKind
 from .weights import load_weights
@@ -296,3 +301,20 @@ def create_model(
     elif weights is not None:
         load_weights(model, weights)
     return FeatureNet(model, out_indices) if features_only else model
+
+
+@cache
+def _state_mib(model: str, num_classes: int) -> float:
+    """The size of `model`'s state dict in MiB, what its float32 weights file holds (built on the meta
+    device: nothing is allocated)."""
+    with torch.device("meta"):
+        state = create_model(model, num_classes=num_classes).state_dict()
+    return sum(t.numel() * t.element_size() for t in state.values()) / 2**20
+
+
+def named_weights(model: str) -> list[Pretrained]:
+    """`pretrained.named_weights`, each with its file size (from the model where the source gives none)."""
+    return [
+        r if r.size_mb is not None else replace(r, size_mb=_state_mib(model, len(r.categories)))
+        for r in pretrained_named_weights(model)
+    ]

@@ -21,6 +21,7 @@ import io
 import json
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -270,3 +271,30 @@ def elastic_resume(cfg: TrainConfig) -> Path | None:
         return saved == asdict(cfg)
 
     return path if distributed.on_main(same_run) else None
+
+
+def claim(cfg: TrainConfig | None, resume: str | Path | None, overwrite: bool) -> RunFolder:
+    """The run's folder, claimed: `resume`, else `cfg.out`, else a new runs/<model>-<data>-<time> (with -2, -3,
+    ... where another run started in the same second)."""
+    is_main = distributed.is_main_process()
+    if resume is not None or cfg.out:
+        folder = RunFolder(Path(resume if resume is not None else cfg.out), is_main)
+        folder.claim(resume=resume is not None, overwrite=overwrite)
+        return folder
+    stem = distributed.on_main(partial(default_run_dir, cfg))
+    for attempt in range(1, 100):
+        folder = RunFolder(stem if attempt == 1 else stem.with_name(f"{stem.name}-{attempt}"), is_main)
+        try:
+            folder.claim(resume=False, overwrite=False)
+            return folder
+        except FolderInUse:
+            continue
+        except ValueError:
+            if not holds_run(folder.path):
+                raise
+    raise ValueError(f"could not find a free run folder beside {stem}: choose one with --out")
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    data = cfg.data.split(":", 1)[0] if cfg.data.startswith("folder:") else cfg.data
+    return Path("runs") / f"{cfg.model}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"

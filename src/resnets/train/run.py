@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,47 +16,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import DataBundle, make_loader
+from ..data import make_loader
 from ..data.seeds import mix_seed
-from ..interpret import Mistake, top_losses
-from ..models import ResNet
-from ..provenance import git_state, invocation
+from ..interpret import top_losses
 from . import distributed
-from .checkpoint import WeightsMeta
 from .config import TrainConfig, resume_config
-from .folder import FolderInUse, RunFolder, elastic_resume, holds_run
+from .folder import RunFolder, claim, elastic_resume
 from .loop import evaluate, log, set_frozen, train_one_epoch
-from .metrics import EvalResult, Operating
+from .metrics import EvalResult
 from .optim import default_lr
-from .runtime import Runtime, compile_for_training, precision_name
+from .records import History, resolved_record, results_record, weights_meta
+from .runtime import compile_for_training, precision_name
 from .schedule import evaluates, lr_multiplier, train_size
 from .selection import Selection
 from .setup import Setup, positive_index, prepare
 from .tboard import log_epoch, open_writer
-
-
-@dataclass
-class History:
-    """What `fit` returns: per-epoch metrics, the run folder and the trained model."""
-
-    run_dir: Path | None
-    epochs: list[dict[str, float]] = field(default_factory=list)
-    best_acc: float = 0.0  # the selected epoch's validation accuracy (0 without a validation split)
-    model: ResNet | None = None  # the final model: best on validation, else the last epoch's
-    final: EvalResult | None = None  # the final model on the test split, evaluated once
-    val: EvalResult | None = None  # the final model on the validation split
-    best_epoch: int | None = None  # the epoch the final model comes from
-    operating: dict[str, Operating] = field(default_factory=dict)  # two classes: "threshold", "youden"
-    config: TrainConfig | None = None  # the settings the run used (a resumed run's, with its changes)
-    mistakes: list[Mistake] = field(default_factory=list)  # the test images with the highest loss
-
-    @property
-    def test_acc(self) -> float:
-        return self.final.top1 if self.final is not None else float("nan")
-
-    @property
-    def seconds(self) -> float:
-        return sum(e["seconds"] for e in self.epochs)
 
 
 @dataclass
@@ -108,7 +82,7 @@ def fit(
     with distributed.process_group():
         if cfg is not None and (elastic := elastic_resume(cfg)) is not None:
             cfg, resume, changes = None, elastic, {"quiet": cfg.quiet}  # torchrun restarted this worker
-        folder = claim_folder(cfg, resume, overwrite)
+        folder = claim(cfg, resume, overwrite)
         try:
             return _fit(open_run(cfg, folder, changes or {}))
         finally:
@@ -129,33 +103,6 @@ def open_run(cfg: TrainConfig | None, folder: RunFolder, changes: Mapping[str, A
     if resuming:
         restore(run, folder.read_state())
     return run
-
-
-def claim_folder(cfg: TrainConfig | None, resume: str | Path | None, overwrite: bool) -> RunFolder:
-    """The run's folder, claimed: `resume`, else `cfg.out`, else a new runs/<model>-<data>-<time> (with -2, -3,
-    ... where another run started in the same second)."""
-    is_main = distributed.is_main_process()
-    if resume is not None or cfg.out:
-        folder = RunFolder(Path(resume if resume is not None else cfg.out), is_main)
-        folder.claim(resume=resume is not None, overwrite=overwrite)
-        return folder
-    stem = distributed.on_main(partial(default_run_dir, cfg))
-    for attempt in range(1, 100):
-        folder = RunFolder(stem if attempt == 1 else stem.with_name(f"{stem.name}-{attempt}"), is_main)
-        try:
-            folder.claim(resume=False, overwrite=False)
-            return folder
-        except FolderInUse:
-            continue
-        except ValueError:
-            if not holds_run(folder.path):
-                raise
-    raise ValueError(f"could not find a free run folder beside {stem}: choose one with --out")
-
-
-def default_run_dir(cfg: TrainConfig) -> Path:
-    data = cfg.data.split(":", 1)[0] if cfg.data.startswith("folder:") else cfg.data
-    return Path("runs") / f"{cfg.model}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def restore(run: Run, state: dict[str, Any]) -> None:
@@ -182,16 +129,6 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     if run.runtime.device.type == "cuda" and "cuda_rng" in state:
         torch.cuda.set_rng_state(state["cuda_rng"], run.runtime.device)
     log(run.cfg, run.runtime, f"resuming {run.dir} after epoch {run.start_epoch}/{run.cfg.total_epochs}")
-
-
-def weights_meta(cfg: TrainConfig, bundle: DataBundle, model: ResNet, epoch: int) -> WeightsMeta:
-    """What every weights file of the run carries, so evaluate/predict/export need only that file."""
-    return WeightsMeta(
-        model=cfg.model, num_classes=model.num_classes, in_channels=model.in_channels, classes=bundle.classes,
-        mean=list(bundle.mean), std=list(bundle.std), image_size=list(bundle.image_size),
-        resize=bundle.eval_resize, data=cfg.data, shortcut=cfg.shortcut, spec_overrides=cfg.spec_overrides,
-        pretrained=model.pretrained.url if model.pretrained else None, epoch=epoch,
-    )  # fmt: skip
 
 
 def check_finite(run: Run, epoch: int, row: dict[str, Any]) -> None:
@@ -355,22 +292,3 @@ def _fit(run: Run) -> History:
         if runtime.is_main:
             write_report(run.dir, cfg, run.bundle, history)
     return history
-
-
-def resolved_record(runtime: Runtime) -> dict[str, Any]:
-    """runtime.json: what the settings resolved to on this machine, so a resumed run computes the same way."""
-    return {"device": str(runtime.device), "precision": precision_name(runtime.amp_dtype),
-            "channels_last": runtime.channels_last, "compile": runtime.compile,
-            "cpu_threads": torch.get_num_threads()}  # fmt: skip
-
-
-def results_record(history: History) -> dict[str, Any]:
-    """results.json: the final model's numbers for scripts (test, and the validation split that chose it),
-    and the commit and command that produced them."""
-    commit, dirty = git_state()
-    return {
-        "best_epoch": history.best_epoch, "epochs": len(history.epochs), "test": history.final.summary(),
-        "val": history.val.summary() if history.val is not None else None,
-        "operating": {k: vars(op) for k, op in history.operating.items()},
-        "source": {"commit": commit, "dirty": dirty, "command": invocation()},
-    }  # fmt: skip
