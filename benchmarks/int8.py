@@ -103,7 +103,7 @@ def accuracy_rows(args: argparse.Namespace) -> list[dict]:
 
 def trained_data(weights: str) -> str:
     """The data set name stored with a run's weights."""
-    from resnets.train.checkpoint import read_meta
+    from resnets.models.metadata import read_meta
     from resnets.trained import resolve_weights
 
     return read_meta(resolve_weights(weights))["data"]

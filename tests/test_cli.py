@@ -20,7 +20,7 @@ from PIL import Image
 from resnets import create_model
 from resnets.cli import COMMANDS, build_parser, main
 from resnets.data.folder import read_image
-from resnets.train.checkpoint import read_meta
+from resnets.models.metadata import read_meta
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FASHION = FIXTURES / "fashion-mnist"

@@ -35,8 +35,9 @@ from resnets.data import load_dataset
 from resnets.data.errors import DataError
 from resnets.data.idx import read_idx
 from resnets.deploy import export_model
+from resnets.models.metadata import read_meta
 from resnets.train import TrainConfig, fit
-from resnets.train.checkpoint import load_state, read_meta
+from resnets.train.checkpoint import load_state
 from resnets.train.folder import RunFolder
 from resnets.train.loop import model_spec
 

@@ -94,6 +94,28 @@ def test_load_gives_the_trained_model_and_a_transform_for_ones_own_images(folder
         trained.transform(torch.zeros(3, 8, 8))
 
 
+def test_create_model_with_a_runs_weights_keeps_its_head_and_metadata(folder_run: Path) -> None:
+    """create_model(name, weights=<our file>) is the run's model: its 10-class head (no warning, no fresh
+    1000-class one), and its classes and preprocessing as `model.pretrained`; another model name is refused."""
+    import warnings
+
+    from resnets import create_model
+
+    trained = load_trained(folder_run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = create_model("cifar_resnet20", weights=folder_run / "last.safetensors").eval()
+    x = torch.stack([trained.transform(p) for p in sorted((CIFAR / "test" / "cat").iterdir())[:3]])
+    assert model.num_classes == 10 and torch.equal(model(x), trained.model(x))
+    record = model.pretrained
+    assert (record.source, list(record.categories), record.crop, record.resize) == (
+        "file", trained.classes, (24, 24), 27
+    )
+    assert (record.mean, record.std) == (trained.mean, trained.std)
+    with pytest.raises(ValueError, match="holds a cifar_resnet20, not a resnet18"):
+        create_model("resnet18", weights=folder_run / "last.safetensors")
+
+
 def test_commands_default_to_what_the_run_recorded(folder_run: Path, capsys: pytest.CaptureFixture) -> None:
     """evaluate needs no --data for a run (it trained on a folder, not Fashion-MNIST), says it averages
     flipped views or not; summary takes the run folder."""

@@ -16,10 +16,10 @@ from safetensors.torch import save_file
 from resnets import create_model, list_models
 from resnets.cli import main
 from resnets.models import registry
+from resnets.models.metadata import read_meta
 from resnets.models.pretrained import Pretrained, resolve_weights_name
 from resnets.models.registry import resolve_name
 from resnets.train import TrainConfig, fit
-from resnets.train.checkpoint import read_meta
 from resnets.train.loop import build_model, load_data
 from resnets.trained import load_trained
 
@@ -74,13 +74,13 @@ def test_torchvision_name_loads_the_cached_file_exactly(resnet18_file: dict[str,
     record = model.pretrained
     assert record is not None and record.file is not None and record.file.name == "resnet18-f37072fd.pth"
     assert (record.source, record.url, record.accuracy) == ("torchvision", RESNET18.url, 69.758)
-    assert (record.resize, record.crop, record.categories[207]) == (256, 224, "golden retriever")
+    assert (record.resize, record.crop, record.categories[207]) == (256, (224, 224), "golden retriever")
 
 
 def test_default_is_torchvisions_default() -> None:
     assert resolve_weights_name("resnet18", "DEFAULT").name == "IMAGENET1K_V1"
     v2 = resolve_weights_name("resnet50", "DEFAULT")  # the newer recipe: evaluated at resize 232
-    assert (v2.name, v2.resize, v2.crop, v2.accuracy) == ("IMAGENET1K_V2", 232, 224, 80.858)
+    assert (v2.name, v2.resize, v2.crop, v2.accuracy) == ("IMAGENET1K_V2", 232, (224, 224), 80.858)
 
 
 def test_missing_file_offline_says_where_to_put_it(caches: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -156,7 +156,7 @@ def test_timm_name_loads_from_the_hugging_face_cache(caches: Path) -> None:
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     record = model.pretrained
     assert (record.source, record.file, record.repo_id) == ("timm", file, "timm/resnet50d.ra2_in1k")
-    assert (record.resize, record.crop, record.categories[207]) == (256, 224, "golden retriever")
+    assert (record.resize, record.crop, record.categories[207]) == (256, (224, 224), "golden retriever")
 
 
 def test_timm_missing_file_offline_says_where_to_put_it(caches: Path) -> None:

@@ -23,12 +23,13 @@ from safetensors.torch import load_file
 import resnets
 from resnets import create_model
 from resnets.data import DataBundle, TensorSplit, make_loader, mixup
+from resnets.models.metadata import WeightsMeta, read_meta
 from resnets.train import History, TrainConfig, evaluate, fit, schedule
 from resnets.train import folder as folder_module
 from resnets.train import run as run_module
 from resnets.train import setup as train_setup
 from resnets.train.autotune import fastest_cpu_format
-from resnets.train.checkpoint import WeightsMeta, read_meta, save_weights
+from resnets.train.checkpoint import save_weights
 from resnets.train.config import apply_preset
 from resnets.train.folder import METRIC_FIELDS
 from resnets.train.lr_find import lr_find, suggest_lr

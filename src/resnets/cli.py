@@ -82,7 +82,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate trained weights on a data set's test (or validation) split: top-1/top-5, balanced accuracy,
     macro-F1, ROC-AUC, PR-AUC, per-class table, confusion matrix; for two classes, sensitivity/specificity."""
     from .data import load_dataset, make_loader
-    from .train.checkpoint import read_meta
+    from .models.metadata import read_meta
     from .train.loop import evaluate
     from .train.runtime import resolve_runtime
     from .trained import load_trained
@@ -138,7 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def recorded_data(args: argparse.Namespace, weights: Path) -> tuple[str, str | None, float]:
     """The data set, its root and validation split to evaluate on: the flags, else what the run recorded
     (its config.json beside the weights, else the weights' metadata), else Fashion-MNIST."""
-    from .train.checkpoint import read_meta
+    from .models.metadata import read_meta
     from .train.folder import CONFIG
 
     config = weights.parent / CONFIG

@@ -21,7 +21,8 @@ from .deploy import prepare_for_inference
 from .deploy.runtimes import InferenceRuntime
 from .files import atomic_write
 from .interpret import grad_cam, overlay
-from .models import ResNet, create_model, load_weights
+from .models import ResNet, create_model
+from .models.metadata import read_meta
 from .models.pretrained import (
     Pretrained,
     imagenet_categories,
@@ -29,8 +30,7 @@ from .models.pretrained import (
     resolve_weights_name,
     torchvision_file,
 )
-from .models.weights import classifier_size
-from .train.checkpoint import read_meta
+from .models.weights import classifier_size, load_state, read_state_dict
 
 
 @dataclass
@@ -107,11 +107,14 @@ def load_trained(
     name = model or meta.get("model")
     if name is None:
         raise ValueError(f"{path} does not say which model it holds: pass --model NAME")
-    n = num_classes or meta.get("num_classes") or classifier_size(path)
+    state = read_state_dict(path)
+    n = num_classes or meta.get("num_classes") or classifier_size(state)
     channels = in_channels or meta.get("in_channels", 3)
     net = create_model(name, num_classes=n, in_channels=channels, shortcut=meta.get("shortcut"),
                        spec_overrides=meta.get("spec_overrides"))  # fmt: skip
-    load_weights(net, path, new_head=False)  # outside `train`, a classifier is loaded, never re-initialised
+    load_state(
+        net, state, str(path), new_head=False
+    )  # outside `train`, a classifier is loaded, never re-initialised
     bad = [k for k, t in net.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:
         raise ValueError(f"{path} holds non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
@@ -169,7 +172,7 @@ def _with_pretrained(net: ResNet, weights: Pretrained) -> Trained:
         list(weights.categories),
         convert_stats(weights.mean, net.in_channels),
         convert_stats(weights.std, net.in_channels),
-        (weights.crop, weights.crop),
+        weights.crop,
         weights.resize,
         weights.file,
     )

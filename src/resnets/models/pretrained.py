@@ -35,12 +35,12 @@ class Pretrained:
 
     model: str  # our model name they load into
     name: str  # as `weights=` takes it, aliases resolved: "IMAGENET1K_V2" (not "DEFAULT"), "timm:ra2_in1k"
-    source: str  # "torchvision" or "timm"
+    source: str  # "torchvision", "timm", or "file" (one of our weights files, its own metadata)
     url: str  # where they download from
     file: Path | None  # the cached file (timm's: None until it is in the Hugging Face cache)
     categories: tuple[str, ...] = field(repr=False)  # class names, index order
-    resize: int  # evaluation: short side resized to this, then the centre `crop` x `crop`
-    crop: int
+    resize: int  # evaluation: short side resized to this, then the centre `crop` (H, W)
+    crop: tuple[int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     accuracy: float | None  # ImageNet-1k top-1 (%) as the library reports it (timm ships none)
@@ -81,7 +81,7 @@ def _torchvision_record(model: str, weights: WeightsEnum) -> Pretrained:
         file=Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name,
         categories=tuple(meta["categories"]),
         resize=transform.resize_size[0],
-        crop=transform.crop_size[0],
+        crop=(transform.crop_size[0], transform.crop_size[0]),
         mean=tuple(transform.mean),
         std=tuple(transform.std),
         accuracy=meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1"),
@@ -193,7 +193,7 @@ def _timm_record(model: str, tag: str) -> Pretrained:
         file=_hf_cached(cfg.hf_hub_id),
         categories=_timm_labels(infer_imagenet_subset(cfg), cfg.num_classes),
         resize=math.floor(crop / cfg.crop_pct),  # timm's eval transform: scale = size / crop_pct
-        crop=crop,
+        crop=(crop, crop),
         mean=tuple(cfg.mean),
         std=tuple(cfg.std),
         accuracy=None,
@@ -234,6 +234,22 @@ def _reason(error: BaseException) -> str:
         error = inner  # urllib's URLError keeps it as `reason`, others chain it as the cause
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= 100 else text[:97] + "..."
+
+
+# ---- our own weights files: their metadata is the record ----
+
+
+def file_record(model: str, path: Path, meta: dict) -> Pretrained | None:
+    """What one of our weights files (a run's) says it expects, as a record like the named weights' (timm's
+    `pretrained_cfg` in spirit); None for files without our metadata."""
+    if "classes" not in meta:
+        return None
+    height, width = meta["image_size"]
+    return Pretrained(
+        model=model, name=str(path), source="file", url=path.resolve().as_uri(), file=path,
+        categories=tuple(meta["classes"]), resize=meta["resize"], crop=(height, width),
+        mean=tuple(meta["mean"]), std=tuple(meta["std"]), accuracy=None, size_mb=path.stat().st_size / 2**20,
+    )  # fmt: skip
 
 
 # ---- one interface for both ----

@@ -12,9 +12,11 @@ from typing import Any, Literal, overload
 import torch
 
 from .features import FeatureNet
+from .metadata import read_meta
 from .pretrained import (
     TIMM_PREFIX,
     Pretrained,
+    file_record,
     is_weights_name,
     load_pretrained,
     pretrained_name,
@@ -24,7 +26,7 @@ from .pretrained import (
 from .pretrained import named_weights as pretrained_named_weights
 from .resnet import ResNet
 from .spec import ResNetSpec, ShortcutKind
-from .weights import load_weights
+from .weights import classifier_size, load_state, read_state_dict
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,17 @@ def _default_weights(model: str) -> str:
     return found
 
 
+def _read_file(name: str, weights: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A weights file's tensors and metadata (ours carry the model, classes and input format; others none)."""
+    meta = read_meta(weights)
+    if meta.get("model", name) != name:
+        raise ValueError(
+            f"{weights} holds a {meta['model']}, not a {name}: create_model({meta['model']!r}, weights=...), "
+            f"or resnets.load({str(weights)!r}), which reads the model from the file"
+        )
+    return read_state_dict(weights), meta
+
+
 def _either(ours: str, our_value: Any, timms: str, timm_value: Any, default: Any) -> Any:
     """An option given by our name or by timm's, not by both."""
     if our_value is not None and timm_value is not None:
@@ -263,7 +276,9 @@ def create_model(
     {"layers": [2, 2, 2]}) for variants outside the zoo. `weights` is a local `.pth`/`.pt`/`.safetensors` file
     in our, torchvision's or timm's layout, or a name: torchvision's ("DEFAULT", "IMAGENET1K_V1", ...) or
     timm's ("timm:ra2_in1k"), downloaded once into the library's cache (`resnets weights` lists them), kept
-    as `model.pretrained` (classes, preprocessing) and giving the default `num_classes`. `features_only=True`
+    as `model.pretrained` (classes, preprocessing) and giving the default `num_classes`. A file's own
+    classifier is the default `num_classes` (a trained head is kept); one of our runs' files also gives the
+    channels and variant, and its classes and preprocessing become `model.pretrained`. `features_only=True`
     returns a `FeatureNet` (timm's backbone API): the feature maps of levels `out_indices` (default all: 0
     the stem, i stage i) as a list, described by `feature_info`.
 
@@ -280,17 +295,20 @@ def create_model(
         raise ValueError("out_indices selects feature levels; it needs features_only=True")
     if features_only and num_classes:
         raise ValueError(f"features_only=True has no classifier; num_classes={num_classes} conflicts")
-    in_channels = _either("in_channels", in_channels, "in_chans", in_chans, 3)
-    stochastic_depth = _either("stochastic_depth", stochastic_depth, "drop_path_rate", drop_path_rate, 0.0)
     name, weights = resolve_name(name, weights, pretrained)
     entry = get_entry(name)
-    spec = resolve_spec(name, shortcut, spec_overrides)
     named = resolve_weights_name(name, str(weights)) if weights and is_weights_name(weights) else None
-    if named is not None and num_classes is None:  # named weights know their classifier's size
-        num_classes = len(named.categories)
+    state, meta = _read_file(name, weights) if weights is not None and named is None else (None, {})
+    # the weights' own classifier, channels and variant are the defaults: a trained head is kept, not replaced
+    if num_classes is None:
+        num_classes = len(named.categories) if named else classifier_size(state or {}) or entry.num_classes
+    in_channels = _either("in_channels", in_channels, "in_chans", in_chans, meta.get("in_channels", 3))
+    stochastic_depth = _either("stochastic_depth", stochastic_depth, "drop_path_rate", drop_path_rate, 0.0)
+    spec = resolve_spec(name, meta.get("shortcut") if shortcut is None else shortcut,
+                        meta.get("spec_overrides") if spec_overrides is None else spec_overrides)  # fmt: skip
     model = ResNet(
         spec,
-        num_classes=0 if features_only else entry.num_classes if num_classes is None else num_classes,
+        num_classes=0 if features_only else num_classes,
         in_channels=in_channels,
         zero_init_residual=zero_init_residual,
         drop_rate=drop_rate,
@@ -298,8 +316,9 @@ def create_model(
     )
     if named is not None:
         load_pretrained(model, named)
-    elif weights is not None:
-        load_weights(model, weights)
+    elif state is not None:
+        load_state(model, state, str(weights))
+        model.pretrained = file_record(name, Path(weights), meta)
     return FeatureNet(model, out_indices) if features_only else model
 
 

@@ -96,9 +96,9 @@ def _adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return weight.repeat(1, reps, 1, 1)[:, :in_channels] * (have / in_channels)
 
 
-def classifier_size(path: str | Path) -> int | None:
-    """How many classes the weights in `path` predict (None when they hold no classifier)."""
-    fc = to_our_layout(read_state_dict(path)).get("fc.weight")
+def classifier_size(state: Mapping[str, torch.Tensor]) -> int | None:
+    """How many classes the weights `state` predict (None when they hold no classifier)."""
+    fc = to_our_layout(dict(state)).get("fc.weight")
     return None if fc is None else int(fc.shape[0])
 
 

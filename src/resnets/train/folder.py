@@ -31,8 +31,9 @@ import torch
 from safetensors.torch import load_file
 
 from ..files import atomic_write_text, remove_stale_temps
+from ..models.metadata import WeightsMeta
 from . import distributed
-from .checkpoint import STATE_FILE, WeightsMeta, load_state, save_state, save_weights
+from .checkpoint import STATE_FILE, load_state, save_state, save_weights
 from .config import TrainConfig
 
 try:

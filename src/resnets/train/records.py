@@ -12,8 +12,8 @@ import torch
 from ..data import DataBundle
 from ..interpret import Mistake
 from ..models import ResNet
+from ..models.metadata import WeightsMeta
 from ..provenance import git_state, invocation
-from .checkpoint import WeightsMeta
 from .config import TrainConfig
 from .metrics import EvalResult, Operating
 from .runtime import Runtime, precision_name
