@@ -76,9 +76,9 @@ def test_train_evaluate_predict(run_dir: Path, cache_env: dict[str, str], tmp_pa
     rc, out, err = finish(evaluation)
     assert rc == 0, err
     logged = float(list(csv.DictReader((run_dir / "metrics.csv").open()))[-1]["test_acc"])
-    assert "test (50 images, flip TTA" in out and f"top-1 {100 * logged:.2f}%" in out, (
-        out
-    )  # as logged in training
+    assert "test (50 images, single view) top-1" in out, out
+    tta = out.split("with flip TTA")[1].splitlines()[0]
+    assert f"top-1 {100 * logged:.2f}%" in tta, out  # as logged in training, which evaluated with flip TTA
     assert "top-5" in out and "precision" in out and "confusion matrix" in out
     assert all(c in out for c in CLASSES)
 

@@ -157,6 +157,7 @@ def folder(root: Path, splits: tuple[str, ...]) -> Path:
         (("train", "val", "test"), 0.0, ("train", "val", "test")),
         (("train", "test"), 0.25, ("train-carved", "carved", "test")),
         (("train", "val"), 0.0, ("train", None, "val")),
+        (("train", "val"), 0.25, ("train-carved", "carved", "val")),  # val/ tests; validation from train/
     ],
 )
 def test_folder_layouts_give_validation_and_test(
@@ -178,10 +179,51 @@ def test_folder_layouts_give_validation_and_test(
     assert got == tuple(expect[s] for s in sizes)
 
 
-def test_a_val_folder_and_val_split_together_are_refused(tmp_path: Path) -> None:
+def test_val_and_test_folders_with_val_split_are_refused(tmp_path: Path) -> None:
     root = folder(tmp_path / "data", ("train", "val", "test"))
-    with pytest.raises(DataError, match="has a val/ folder"):
+    with pytest.raises(DataError, match="has val/ and test/ folders: leave out val_split"):
         load_dataset(f"folder:{root}", val_split=0.2)
+
+
+@pytest.mark.parametrize(
+    ("splits", "val_split", "roles"),
+    [
+        (("train", "val", "test"), 0.0, "train/ trains, val/ validates, test/ tests"),
+        (("train", "test"), 0.25, "train/ trains, test/ tests, 25% of train/ validates"),
+        (("train", "val"), 0.0, "train/ trains, val/ tests (there is no test/), nothing validates"),
+        ((), 0.25, "class folders: 25% held out to test, 25% of the rest to validate"),
+    ],
+)
+def test_a_runs_first_line_states_each_folders_role(
+    tmp_path: Path, splits: tuple[str, ...], val_split: float, roles: str, capsys: pytest.CaptureFixture
+) -> None:
+    root = folder(tmp_path / "data", splits) if splits else folder(tmp_path / "flat", ("train",)) / "train"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small validation splits
+        fit(TrainConfig(data=f"folder:{root}", model="cifar_resnet20", image_size=8, epochs=1, batch_size=8,
+                        workers=0, val_split=val_split, out=str(tmp_path / "run")))  # fmt: skip
+    first = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("training "))
+    assert roles in first, first
+
+
+def test_evaluate_takes_any_folder_of_class_folders(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A bare folder of some of the model's classes is evaluated whole, its classes mapped by name; one
+    with a class the model does not know is refused by name."""
+    root = folder(tmp_path / "data", ("train", "test"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit(TrainConfig(data=f"folder:{root}", model="cifar_resnet20", image_size=8, epochs=1, batch_size=32,
+                        workers=0, quiet=True, out=str(tmp_path / "run")))  # fmt: skip
+    dogs = tmp_path / "new" / "dog"
+    shutil.copytree(CIFAR / "test" / "dog", dogs)
+    assert main(["evaluate", str(tmp_path / "run"), "--data", f"folder:{dogs.parent}"]) == 0
+    out = capsys.readouterr().out
+    assert f"folder:{dogs.parent} test ({len(list(dogs.iterdir()))} images, single view)" in out
+    confusion = out.split("confusion matrix")[1].splitlines()
+    assert confusion[2].split()[0] == "dog" and sum(map(int, confusion[1].split()[1:])) == 0  # no cats
+    shutil.copytree(CIFAR / "test" / "truck", tmp_path / "new" / "truck")
+    with pytest.raises(DataError, match="has classes missing from .*: truck"):
+        main(["evaluate", str(tmp_path / "run"), "--data", f"folder:{dogs.parent}", "--debug"])
 
 
 def test_evaluate_reports_binary_metrics_on_either_split(

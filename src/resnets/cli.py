@@ -6,14 +6,19 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin, get_type_hints
 
 from .deploy.runtimes import RUNTIMES
 from .experiments.options import BUDGETS, DATA_SETS, EXPERIMENTS
 from .models import create_model, get_entry, list_models, summarize
 from .train.config import PRESETS, RESUMABLE, TrainConfig, apply_preset
+
+if TYPE_CHECKING:
+    from .data import DataBundle
+    from .train.metrics import EvalResult
+    from .trained import Trained
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -80,62 +85,66 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate trained weights on a data set's test (or validation) split: top-1/top-5, balanced accuracy,
-    macro-F1, ROC-AUC, PR-AUC, per-class table, confusion matrix; for two classes, sensitivity/specificity."""
-    from .data import load_dataset, make_loader
-    from .models.metadata import read_meta
+    macro-F1, ROC-AUC, PR-AUC, per-class table, confusion matrix; for two classes, sensitivity/specificity.
+    Single view first, as the literature compares; flip TTA as a second figure when asked or the run used it."""
+    from .data import make_loader
     from .train.loop import evaluate
     from .train.runtime import resolve_runtime
     from .trained import load_trained
 
     trained = load_trained(args.weights, args.model, args.num_classes, args.in_channels)
-    net = trained.model
-    data, data_root, val_split = recorded_data(args, trained.path)
-    bundle = load_dataset(data, data_root, channels=net.in_channels, image_size=trained.image_size[0],
-                          val_split=val_split)  # fmt: skip
-    if bundle.num_classes != net.num_classes:
-        raise ValueError(
-            f"{trained.path} predicts {net.num_classes} classes but {bundle.name} has {bundle.num_classes}; "
-            "evaluate on the data set it was trained for"
-        )
-    meta = read_meta(trained.path)
-    if meta.get("classes") and meta["classes"] != bundle.classes:
-        raise ValueError(
-            f"{trained.path} was trained on {meta.get('data', 'other data')} with classes {', '.join(meta['classes'][:4])}"
-            f", ... but {bundle.name} has {', '.join(bundle.classes[:4])}, ...: evaluate on the data it was trained for"
-        )
+    net, recorded = trained.model, recorded_data(args, trained.path)
+    bundle = evaluation_data(recorded, trained)
     if args.positive is not None and (bundle.num_classes != 2 or args.positive not in bundle.classes):
         raise ValueError(
             f"--positive {args.positive!r} must name one of two classes: {', '.join(bundle.classes[:10])}"
         )
-    if "mean" in meta:  # our weights: normalise as in training, not as the data's default
-        bundle.mean, bundle.std = trained.mean, trained.std  # (CIFAR stats for CIFAR images in a folder:)
     runtime = resolve_runtime(TrainConfig(device=args.device))
     split = bundle.split(args.split)
     loader = make_loader(bundle, args.split, args.batch_size, train=False, device=runtime.device)
-    result = evaluate(net.to(runtime.device), loader, bundle.num_classes, runtime, tta=args.tta)
+    result = evaluate(net.to(runtime.device), loader, bundle.num_classes, runtime)
     top5 = f"  top-5 {100 * result.top5:.2f}%" if result.top5 is not None else ""
-    views = "flip TTA: each image and its mirror averaged" if args.tta else "single view"
-    print(f"{trained.path}: {bundle.name} {args.split} ({len(split)} images, {views}) top-1 "
+    print(f"{trained.path}: {bundle.name} {args.split} ({len(split)} images, single view) top-1 "
           f"{100 * result.top1:.2f}%{top5}  loss {result.loss:.4f}")  # fmt: skip
+    if args.tta if args.tta is not None else recorded.tta:
+        tta = evaluate(net, loader, bundle.num_classes, runtime, tta=True)
+        print(f"  with flip TTA (each image and its mirror averaged, as the run evaluated): top-1 "
+              f"{100 * tta.top1:.2f}%  loss {tta.loss:.4f}")  # fmt: skip
+    print_details(result, bundle.classes, args.positive, args.threshold)
+    return 0
+
+
+def print_details(result: EvalResult, classes: list[str], positive: str | None, threshold: float) -> None:
+    """The rest of `evaluate`'s answer: the class-balanced metrics, operating point, per-class table, confusion."""
     extra = {
         k: v
         for k, v in result.summary().items()
         if k in ("balanced_accuracy", "macro_f1", "roc_auc", "pr_auc")
     }
     print("  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in extra.items() if v is not None))
-    if bundle.num_classes == 2 and result.probs is not None:
-        positive = bundle.classes.index(args.positive) if args.positive else 1
-        op = result.operating_point(positive, args.threshold)
-        print(f"positive class {bundle.classes[positive]}: sensitivity {op.sensitivity:.4f}  specificity "
+    if len(classes) == 2 and result.probs is not None:
+        index = classes.index(positive) if positive else 1
+        op = result.operating_point(index, threshold)
+        print(f"positive class {classes[index]}: sensitivity {op.sensitivity:.4f}  specificity "
               f"{op.specificity:.4f} at threshold {op.threshold:g}")  # fmt: skip
-    print(result.per_class_table(bundle.classes))
+    print(result.per_class_table(classes))
     print("confusion matrix (rows: true, columns: predicted)")
-    for name, row in zip(bundle.classes, result.confusion.tolist(), strict=True):
+    for name, row in zip(classes, result.confusion.tolist(), strict=True):
         print(f"{name[:14]:<15}" + " ".join(f"{v:>5}" for v in row))
-    return 0
 
 
-def recorded_data(args: argparse.Namespace, weights: Path) -> tuple[str, str | None, float]:
+@dataclass(frozen=True)
+class Recorded:
+    """What `evaluate` reads, from the flags, else the run's config.json, else the weights' metadata."""
+
+    data: str
+    root: str | None
+    val_split: float
+    tta: bool  # the run evaluated with flip TTA
+    own: bool  # the data the run trained on (split as it split them)
+
+
+def recorded_data(args: argparse.Namespace, weights: Path) -> Recorded:
     """The data set, its root and validation split to evaluate on: the flags, else what the run recorded
     (its config.json beside the weights, else the weights' metadata), else Fashion-MNIST."""
     from .models.metadata import read_meta
@@ -143,10 +152,42 @@ def recorded_data(args: argparse.Namespace, weights: Path) -> tuple[str, str | N
 
     config = weights.parent / CONFIG
     run = TrainConfig.load(config) if config.is_file() else None
-    data = args.data or (run.data if run else None) or read_meta(weights).get("data") or "fashion-mnist"
-    root = args.data_root or (run.data_root if run and (args.data is None or args.data == run.data) else None)
-    val_split = args.val_split if args.val_split is not None else (run.val_split if run else 0.0)
-    return data, root, val_split
+    recorded = (run.data if run else None) or read_meta(weights).get("data")
+    data = args.data or recorded or "fashion-mnist"
+    own = data == recorded
+    root = args.data_root or (run.data_root if run and own else None)
+    val_split = args.val_split if args.val_split is not None else (run.val_split if run and own else 0.0)
+    return Recorded(data, root, val_split, bool(run and run.tta), own)
+
+
+def evaluation_data(recorded: Recorded, trained: Trained) -> DataBundle:
+    """The data to evaluate `trained` on, normalised as it trained: the run's own data split as it was split;
+    another data set whose classes are the model's; or any bare folder of class folders (all of it tests)."""
+    from .data import load_dataset
+    from .data.load import load_class_folders
+    from .models.metadata import read_meta
+
+    net, meta = trained.model, read_meta(trained.path)
+    path = Path(recorded.data.removeprefix("folder:")) if recorded.data.startswith("folder:") else None
+    if path is not None and not recorded.own and not (path / "train").is_dir():
+        bundle = load_class_folders(path, trained.classes, f"{trained.path}'s classes", net.in_channels,
+                                    trained.image_size[0])  # fmt: skip
+    else:
+        bundle = load_dataset(recorded.data, recorded.root, channels=net.in_channels,
+                              image_size=trained.image_size[0], val_split=recorded.val_split)  # fmt: skip
+    if bundle.num_classes != net.num_classes:
+        raise ValueError(
+            f"{trained.path} predicts {net.num_classes} classes but {bundle.name} has {bundle.num_classes}; "
+            "evaluate on the data set it was trained for"
+        )
+    if meta.get("classes") and meta["classes"] != bundle.classes:
+        raise ValueError(
+            f"{trained.path} was trained on {meta.get('data', 'other data')} with classes {', '.join(meta['classes'][:4])}"
+            f", ... but {bundle.name} has {', '.join(bundle.classes[:4])}, ...: evaluate on the data it was trained for"
+        )
+    if "mean" in meta:  # our weights: normalise as in training, not as the data's default
+        bundle.mean, bundle.std = trained.mean, trained.std  # (CIFAR stats for CIFAR images in a folder:)
+    return bundle
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -478,8 +519,9 @@ def add_evaluate_command(add: Callable[[str, str], argparse.ArgumentParser]) -> 
         default=0.5,
         help="two classes: probability of --positive from which an image is called positive",
     )
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
-                   help="average with horizontally flipped images, as training evaluates (default: on)")  # fmt: skip
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="also report flip TTA (each image and its mirror averaged) after the single-view figure "
+                        "(default: when the run evaluated so)")  # fmt: skip
     p.add_argument("--device", default="auto")
     p.set_defaults(handler=cmd_evaluate)
 

@@ -62,6 +62,7 @@ class DataBundle:
     val: Split | None = None  # selects checkpoints, thresholds, early stopping; None: nothing is selected
     dropped: list[Dropped] = field(default_factory=list)  # images left out (corrupt, truncated) and why
     source: Path | None = None
+    roles: str = ""  # what each split is for, in words: a run states it in its first line
 
     @property
     def skipped(self) -> int:

@@ -18,6 +18,7 @@ from resnets.data.bundle import (
 from resnets.data.errors import DataError
 from resnets.data.folder import Dropped, eval_resize, warn_skipped
 from resnets.data.readers import (
+    folder_split,
     read_cifar_pickles,
     read_fashion_mnist,
     read_image_folders,
@@ -94,7 +95,9 @@ def load_dataset(
         for s in (train, val, test)
     )
     size = (image_size, image_size) if image_size else tuple(train.images.shape[-2:])
-    return _bundle(name, classes, channels, size, STATS[name], (train, val, test), bad, source)
+    validates = f"{val_split:.0%} of train validates" if val_split else "nothing validates (--val-split F)"
+    roles = f"its train split trains, its test split tests, {validates}"
+    return _bundle(name, classes, channels, size, STATS[name], (train, val, test), bad, source, roles)
 
 
 def image_bytes(side: int, channels: int, streamed: bool) -> int:
@@ -156,11 +159,29 @@ def _load_folders(
         source = Path(path).expanduser()
     channels = channels or 3
     size = (image_size or DEFAULT_FOLDER_SIZE,) * 2
-    train, val, test, bad = read_image_folders(source, channels, size, val_split, strict)
+    train, val, test, bad, roles = read_image_folders(source, channels, size, val_split, strict)
     warn_skipped(bad, source)
     if limit is not None:
         train = train.subset(balanced_subset(train.targets, limit))
-    return _bundle(name, train.classes, channels, size, IMAGENET_STATS, (train, val, test), bad, source)
+    return _bundle(
+        name, train.classes, channels, size, IMAGENET_STATS, (train, val, test), bad, source, roles
+    )
+
+
+def load_class_folders(
+    path: str | Path, classes: list[str], known: str, channels: int, image_size: int
+) -> DataBundle:
+    """Every image under a bare folder of class folders as one test split over a model's `classes` (named by
+    `known`; the folder may hold some of them): evaluating on images from anywhere, no train/ needed."""
+    source = Path(path).expanduser()
+    size = (image_size, image_size)
+    test, bad = folder_split(source, classes, known, channels, size, strict=False)
+    warn_skipped(bad, source)
+    if len(test) == 0:
+        raise DataError(f"{source} holds no readable images in class folders ({', '.join(classes[:4])}, ...)")
+    mean, std = (convert_stats(values, channels) for values in IMAGENET_STATS)
+    return DataBundle(f"folder:{source}", classes, channels, size, mean, std, train=test.subset([]), test=test,
+                      dropped=bad, source=source, roles=f"every image under {source} tests")  # fmt: skip
 
 
 def _bundle(
@@ -172,13 +193,14 @@ def _bundle(
     splits: tuple,
     dropped: list[Dropped],
     source: Path,
+    roles: str,
 ) -> DataBundle:
     """The DataBundle of (train, val, test) `splits`, normalised by `stats` converted to `channels`, checked:
     data that would give a meaningless number (an empty split, one class: always 100%) is refused."""
     train, val, test = splits
     mean, std = (convert_stats(values, channels) for values in stats)
     bundle = DataBundle(name, classes, channels, size, mean, std, train=train, test=test, val=val,
-                        dropped=dropped, source=source)  # fmt: skip
+                        dropped=dropped, source=source, roles=roles)  # fmt: skip
     if bundle.num_classes < 2:
         raise DataError(f"{bundle.source} has {bundle.num_classes} class: classification needs at least two")
     for split in ("train", "val", "test"):
@@ -200,5 +222,6 @@ def warn_small_val(bundle: DataBundle) -> None:
     fewest = min(labels.count(c) for c in range(bundle.num_classes))
     if fewest < MIN_VAL_PER_CLASS:
         warnings.warn(f"the validation split of {bundle.name} has only {fewest} image(s) of some class: too few to "
-                      "select checkpoints or thresholds on reliably; use --val-split to carve a larger one",
+                      "select checkpoints or thresholds on reliably; " + ("add images to val/" if "val/ validates" in
+                      bundle.roles else "carve a larger one with --val-split"),
                       stacklevel=2)  # fmt: skip

@@ -225,35 +225,39 @@ def read_png_tree(root: Path, strict: bool) -> tuple[TensorSplit, TensorSplit, l
     return train, test, [str(c) for c in arrays["classes"]], bad
 
 
-def _folder_split(
-    folder: Path, classes: list[str], train_dir: Path, channels: int, size: tuple[int, int], strict: bool
+def folder_split(
+    folder: Path, classes: list[str], known: Path | str, channels: int, size: tuple[int, int], strict: bool
 ) -> tuple[FolderSplit, list[Dropped]]:
-    """A val/ or test/ folder as a split over the training classes (a class train/ lacks is an error)."""
+    """A folder of class folders as a split over `classes` (those of train/, or a model's: `known` names
+    them); it may hold some of them, but a class they lack is an error."""
     found = scan_classes(folder)
     unknown = sorted(set(found) - set(classes))
     if unknown:
-        raise DataError(f"{folder} has classes missing from {train_dir}: {', '.join(unknown)}")
+        raise DataError(f"{folder} has classes missing from {known}: {', '.join(unknown)}")
     samples, bad = drop_incomplete([(p, classes.index(c)) for c, ps in found.items() for p in ps], strict)
     return FolderSplit(samples, classes, channels, size, strict=strict), bad
 
 
 def read_image_folders(
     root: Path, channels: int, image_size: tuple[int, int], val_split: float, strict: bool
-) -> tuple[FolderSplit, FolderSplit | None, FolderSplit, list[Dropped]]:
-    """Scan an image-folder tree into (train, val or None, test, dropped files).
+) -> tuple[FolderSplit, FolderSplit | None, FolderSplit, list[Dropped], str]:
+    """Scan an image-folder tree into (train, val or None, test, dropped files, the role of each split in words).
 
-    Layouts: train/ + test/ (+ val/): each folder is its split, and `val_split` carves validation out of
-    train/ when there is no val/. train/ + val/ alone: val/ is the test split (nothing selects on it).
-    Class folders only: `val_split` holds out that fraction for test and again for validation (seeded, per
-    class)."""
+    Layouts (the roles are stated in a run's first line):
+    - train/ + val/ + test/: each folder is its split.
+    - train/ + test/: `val_split` carves validation out of train/ (else nothing validates).
+    - train/ + val/: val/ is the test split (it is what such downloads, Imagenette's among them, report on);
+      `val_split` carves validation out of train/.
+    - class folders only: `val_split` holds out that fraction for test and again for validation (seeded, per
+      class)."""
     train_dir = root / "train" if (root / "train").is_dir() else root
     found = scan_classes(train_dir)
     classes = list(found)
     samples, bad = drop_incomplete([(p, i) for i, c in enumerate(classes) for p in found[c]], strict)
     train = FolderSplit(samples, classes, channels, image_size, strict=strict)
     has = {d: train_dir != root and (root / d).is_dir() for d in ("val", "test")}
-    if has["val"] and val_split > 0:
-        raise DataError(f"{root} has a val/ folder: leave out val_split, which would carve another one")
+    if has["val"] and has["test"] and val_split > 0:
+        raise DataError(f"{root} has val/ and test/ folders: leave out val_split (val/ validates)")
     if not (has["val"] or has["test"]):
         if val_split <= 0:
             raise DataError(f"{root} has no train/ with test/ (or val/) folders: pass val_split (e.g. 0.2) to "
@@ -261,14 +265,26 @@ def read_image_folders(
         keep, held_out = stratified_split(train.targets, val_split)
         test, train = train.subset(held_out), train.subset(keep)
     else:
-        test, test_bad = _folder_split(root / ("test" if has["test"] else "val"), classes, train_dir, channels,
+        test, test_bad = folder_split(root / ("test" if has["test"] else "val"), classes, train_dir, channels,
                                        image_size, strict)  # fmt: skip
         bad += test_bad
     val = None
     if has["val"] and has["test"]:
-        val, val_bad = _folder_split(root / "val", classes, train_dir, channels, image_size, strict)
+        val, val_bad = folder_split(root / "val", classes, train_dir, channels, image_size, strict)
         bad += val_bad
     elif val_split > 0:
         keep, held_out = stratified_split(train.targets, val_split)
         val, train = train.subset(held_out), train.subset(keep)
-    return train, val, test, bad
+    return train, val, test, bad, _roles(has, val_split)
+
+
+def _roles(has: dict[str, bool], val_split: float) -> str:
+    """What each split of an image-folder tree is for, in words (a run states it in its first line)."""
+    if has["val"] and has["test"]:
+        return "train/ trains, val/ validates, test/ tests"
+    if not (has["val"] or has["test"]):
+        return f"class folders: {val_split:.0%} held out to test, {val_split:.0%} of the rest to validate"
+    tested = "test/ tests" if has["test"] else "val/ tests (there is no test/)"
+    validates = (f"{val_split:.0%} of train/ validates" if val_split > 0
+                 else "nothing validates (--val-split F carves it from train/)")  # fmt: skip
+    return f"train/ trains, {tested}, {validates}"

@@ -202,7 +202,7 @@ def describe(run: Run) -> str:
     selection = (f"the best epoch by validation {run.monitor}" + (f", early stop after {cfg.early_stop}" if cfg.early_stop else "")
                  if bundle.val is not None else "the last epoch (no validation split: nothing is selected)")  # fmt: skip
     return (f"training {cfg.model} on {bundle.name} ({len(bundle.train)} train / {val}{len(bundle.test)} test images, "
-            f"{bundle.num_classes} classes) for {cfg.total_epochs} epochs on {runtime.device} ({fmt}, "
+            f"{bundle.num_classes} classes; {bundle.roles}) for {cfg.total_epochs} epochs on {runtime.device} ({fmt}, "
             f"{torch.get_num_threads()} CPU threads) -> {run.dir}; "
             f"the model kept is {selection}")  # fmt: skip
 
