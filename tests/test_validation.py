@@ -132,6 +132,16 @@ def test_eval_every_evaluates_some_epochs_and_selects_among_them(
         fit(tiny(tmp_path / "bad", eval_every=0))
 
 
+def test_a_first_epoch_that_blows_up_says_so_and_points_to_lr_find(tmp_path: Path) -> None:
+    """A finite blow-up (loss far above ln(classes), or chance accuracy) is named with what to do; a sane
+    first epoch says nothing."""
+    with pytest.warns(UserWarning, match=r"epoch 1 looks like a learning rate too high .* `resnets lr-find`"):
+        fit(tiny(tmp_path / "high", lr=2.0, epochs=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        fit(tiny(tmp_path / "sane", lr=0.05, epochs=1, limit=256, image_size=16))
+
+
 def test_options_that_need_validation_or_two_classes_are_refused(tmp_path: Path) -> None:
     for options, message in (
         ({"val_split": 0.0, "early_stop": 2}, "--early-stop selects on a validation split"),

@@ -83,3 +83,21 @@ def set_lr(optimizer: torch.optim.Optimizer, peak: float, factor: float) -> floa
     for group in optimizer.param_groups:
         group["lr"] = peak * factor * group["base_scale"]
     return peak * factor
+
+
+def blow_up_hint(row: dict, split: str, num_classes: int, cfg: TrainConfig) -> str | None:
+    """After the first epoch: a hint when its evaluation looks like a learning rate too high for the data (a
+    loss far above chance's ln(classes), or accuracy at chance), else None. Divergence to NaN stops the run
+    elsewhere; this catches the finite blow-ups (a test loss of 1206 at chance accuracy) that waste a run."""
+    loss, accuracy = row[f"{split}_loss"], row[f"{split}_acc"]
+    if loss == "":
+        return None
+    chance_loss, chance_acc = math.log(num_classes), 1 / num_classes
+    symptoms = [f"{split} loss {loss:.4g} (chance: {chance_loss:.2f})"] if loss > 3 * chance_loss else []
+    if accuracy <= 1.1 * chance_acc:
+        symptoms.append(f"{split} accuracy {100 * accuracy:.1f}% (chance: {100 * chance_acc:.1f}%)")
+    if not symptoms:
+        return None
+    lr = default_lr(cfg)
+    return (f"epoch 1 looks like a learning rate too high for this data: {' and '.join(symptoms)}. Try "
+            f"`resnets lr-find` with the same flags, or a lower --lr (e.g. {lr / 10:g}; this run's is {lr:g})")  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import partial
@@ -24,7 +25,7 @@ from .config import TrainConfig, resume_config
 from .folder import RunFolder, claim, elastic_resume
 from .loop import evaluate, log, set_frozen, train_one_epoch
 from .metrics import EvalResult
-from .optim import default_lr
+from .optim import blow_up_hint, default_lr
 from .records import History, resolved_record, results_record, weights_meta
 from .runtime import compile_for_training, precision_name
 from .schedule import evaluates, lr_multiplier, train_size
@@ -279,6 +280,8 @@ def _fit(run: Run) -> History:
             evaluated_val = result is not None and run.eval_split == "val"
             is_best = evaluated_val and run.selection.update(row["epoch"], row["val_score"], result.top1)
             log_row(run, row)
+            if row["epoch"] == 1 and (hint := blow_up_hint(row, run.eval_split, run.bundle.num_classes, cfg)):
+                warnings.warn(hint, stacklevel=3) if cfg.quiet else log(cfg, runtime, hint)
             save_epoch(run, row, is_best, writer)
     finally:
         if writer is not None:
