@@ -289,6 +289,14 @@ def test_every_command_has_help_and_every_train_option_explains_itself(capsys: p
             main([name, "--help"])
         assert done.value.code == 0, name
     text = " ".join(capsys.readouterr().out.split())  # unwrapped
-    train = commands["train"]
-    silent = [a.option_strings[0] for a in train._actions if a.option_strings and not a.help]  # noqa: SLF001
+    silent = [
+        f"{name} {a.option_strings[0]}"
+        for name, command in commands.items()
+        for a in command._actions  # noqa: SLF001
+        if a.option_strings and not a.help
+    ]
     assert silent == [] and "--limit INT" in text and "balanced over classes" in text
+    # lr-find offers the training flags that change its test, not those of a whole run
+    lr_find = {o for a in commands["lr-find"]._actions for o in a.option_strings}  # noqa: SLF001
+    assert {"--batch-size", "--weight-decay", "--freeze", "--mixup", "--precision"} <= lr_find
+    assert not lr_find & {"--epochs", "--lr", "--schedule", "--early-stop", "--monitor", "--tta", "--ema"}

@@ -257,7 +257,11 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
         if Path(args.out).suffix.lower() not in (".png", ".pdf", ".svg", ".jpg"):
             raise ValueError(f"--out {args.out}: write a .png, .pdf, .svg or .jpg plot")
         refuse_run_file(args.out, "--out")
-    options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    options = {
+        f.name: getattr(args, f.name)
+        for f in fields(TrainConfig)
+        if f.name not in WHOLE_RUN_ONLY and hasattr(args, f.name)
+    }
     cfg = apply_preset(args.preset, options)
     lrs, losses, suggestion = lr_find(cfg, args.start, args.end, args.steps)
     if args.out:
@@ -454,7 +458,8 @@ def add_summary_command(add: Callable[[str, str], argparse.ArgumentParser]) -> N
     p = add("summary", "layer table, parameters and MACs of a model")
     p.add_argument("model", help="model name (see `resnets list`), or a run folder or weights file")
     add_input_size(p, "default 3 224 224 (CIFAR nets 3 32 32)")
-    p.add_argument("--num-classes", type=positive_int, default=None)
+    p.add_argument("--num-classes", type=positive_int, default=None,
+                   help="classifier size (default: the run's, else the model's own)")  # fmt: skip
     p.set_defaults(handler=cmd_summary)
 
 
@@ -482,6 +487,11 @@ def add_train_command(add: Callable[[str, str], argparse.ArgumentParser]) -> Non
     p.set_defaults(handler=cmd_train)
 
 
+# training options that shape a whole run, not the range test's batches: lr-find does not offer them
+WHOLE_RUN_ONLY = frozenset({"out", "epochs", "lr", "schedule", "milestones", "gamma", "warmup_epochs", "ema", "tta",
+                            "monitor", "early_stop", "eval_every", "positive", "threshold", "test_limit"})  # fmt: skip
+
+
 def add_lr_find_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = add("lr-find", "LR range test: suggest a learning rate for these training flags")
     p.add_argument(
@@ -491,7 +501,7 @@ def add_lr_find_command(add: Callable[[str, str], argparse.ArgumentParser]) -> N
     p.add_argument("--end", type=float, default=10.0, help="largest LR tried (default 10)")
     p.add_argument("--steps", type=positive_int, default=100, help="batches, one LR each (default 100)")
     p.add_argument("--out", default=None, metavar="PNG", help="also plot loss against LR to this file")
-    add_config_flags(p, skip=frozenset({"out", "epochs", "lr", "schedule", "warmup_epochs", "ema", "tta"}))
+    add_config_flags(p, skip=WHOLE_RUN_ONLY)
     p.set_defaults(handler=cmd_lr_find)
 
 
@@ -501,7 +511,9 @@ def add_evaluate_command(add: Callable[[str, str], argparse.ArgumentParser]) -> 
     p.add_argument("--data", default=None, help="default: the data the run trained on (else fashion-mnist)")
     p.add_argument("--data-root", default=None, help="default: where the run found its data")
     add_foreign_weights_options(p)
-    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument(
+        "--batch-size", type=positive_int, default=256, help="images per forward pass (default 256)"
+    )
     p.add_argument(
         "--split",
         default="test",
@@ -522,7 +534,9 @@ def add_evaluate_command(add: Callable[[str, str], argparse.ArgumentParser]) -> 
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="also report flip TTA (each image and its mirror averaged) after the single-view figure "
                         "(default: when the run evaluated so)")  # fmt: skip
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--device", default="auto", help="auto (default: a GPU when there is one), cpu, cuda or cuda:N"
+    )
     p.set_defaults(handler=cmd_evaluate)
 
 
@@ -532,7 +546,9 @@ def add_predict_command(add: Callable[[str, str], argparse.ArgumentParser]) -> N
     p.add_argument(
         "images", nargs="+", help="image files, folders (every image below) or quoted glob patterns"
     )
-    p.add_argument("--top-k", type=positive_int, default=5)
+    p.add_argument(
+        "--top-k", type=positive_int, default=5, help="classes per image, most probable first (default 5)"
+    )
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)")
     p.add_argument("--output", default=None, metavar="FILE", help="write the answers to FILE (.csv or .json)")
     p.add_argument(
