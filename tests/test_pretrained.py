@@ -318,3 +318,16 @@ def test_timm_weights_sizes_come_from_the_model_and_match_torchvisions_files() -
     torchvision_size = records["IMAGENET1K_V1"].size_mb
     timm = [r for r in records.values() if r.source == "timm" and len(r.categories) == 1000]
     assert timm and all(abs(r.size_mb - torchvision_size) / torchvision_size < 0.01 for r in timm)
+
+
+def test_tagged_names_work_on_the_command_line(capsys: pytest.CaptureFixture) -> None:
+    """`--model resnet50d.ra2_in1k` trains resnet50d from timm's ra2_in1k weights (the config says so in our
+    words); `summary` of a tagged name shows the architecture without downloading anything."""
+    cfg = TrainConfig(model="resnet50d.ra2_in1k")
+    assert (cfg.model, cfg.weights) == ("resnet50d", "timm:ra2_in1k")
+    with pytest.raises(ValueError, match="both choose weights"):
+        TrainConfig(model="resnet50d.ra2_in1k", weights="mine.pth")
+    with pytest.raises(ValueError, match="unknown model 'resnet51d'"):
+        TrainConfig(model="resnet51d.ra2_in1k")
+    assert main(["summary", "resnet50d.ra2_in1k"]) == 0
+    assert "25,576,264 parameters" in capsys.readouterr().out  # timm's resnet50d has 25.58M

@@ -42,7 +42,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
         size = tuple(args.input_size) if args.input_size else (model.in_channels, *trained.image_size)
     else:
         channels = args.input_size[0] if args.input_size else 3
-        model = create_model(args.model, num_classes=args.num_classes, in_channels=channels)
+        # the architecture only: a tagged name ("resnet50d.ra2_in1k") downloads nothing here
+        model = create_model(args.model, num_classes=args.num_classes, in_channels=channels, pretrained=False)
         size = tuple(args.input_size) if args.input_size else None
     print(summarize(model, size).table())
     return 0

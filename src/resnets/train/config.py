@@ -9,7 +9,7 @@ from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from ..data import AugmentConfig
-from ..models.registry import get_entry
+from ..models.registry import get_entry, resolve_name
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -167,6 +167,10 @@ class TrainConfig:
             if isinstance(value, list) and _tuple_hint(hints[f.name]):  # JSON and argparse give lists
                 object.__setattr__(self, f.name, tuple(value))
         check_types(self, hints)
+        if "." in self.model:  # timm's tagged name, "resnet50d.ra2_in1k": that model with those weights
+            model, weights = resolve_name(self.model, self.weights)
+            object.__setattr__(self, "model", model)
+            object.__setattr__(self, "weights", None if weights is None else str(weights))
 
     @property
     def total_epochs(self) -> int:
