@@ -599,3 +599,33 @@ def test_weights_metadata_is_one_record_for_writer_and_reader(tmp_path: Path) ->
     with pytest.raises(ValueError, match="metadata 'classes' is 3"):
         save_weights(weights, tmp_path / "w.safetensors", meta | {"classes": 3})
     assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_a_moved_folder_data_set_is_found_again_on_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A folder data set that moved: `--data-root NEW` (or `--data folder:NEW`) on resume replaces the path,
+    and is checked to hold the classes the run trained on; other data is refused by name."""
+    from resnets.cli import main
+
+    cifar = Path(__file__).parent / "fixtures" / "cifar10"
+
+    def copy(root: Path, classes: tuple[str, ...]) -> Path:
+        for split in ("train", "test"):
+            for c in classes:
+                shutil.copytree(cifar / split / c, root / split / c)
+        return root
+
+    data, out = copy(tmp_path / "data", ("cat", "dog")), tmp_path / "run"
+    fit(TrainConfig(data=f"folder:{data}", model="cifar_resnet20", image_size=8, epochs=1, batch_size=8,
+                    workers=0, quiet=True, out=str(out)))  # fmt: skip
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--quiet"]) == 2  # the old path is gone
+    assert "if it moved, resume with --data-root NEW_PATH" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--data-root", str(moved), "--quiet"]) == 0
+    assert TrainConfig.load(out / "config.json").data == f"folder:{moved}"  # later resumes need no flag
+    other = copy(tmp_path / "other", ("cat", "truck"))
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", "3", "--data", f"folder:{other}", "--quiet"]) == 2
+    assert "trained on cat, dog" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--epochs", "3", "--data", "cifar10", "--quiet"]) == 2
+    assert "--data cannot change" in capsys.readouterr().err

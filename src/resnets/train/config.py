@@ -315,8 +315,16 @@ RESUMABLE = ("epochs", "data_root", "device", "quiet", "workers")
 
 
 def resume_config(saved: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
-    """`saved` with `changes` applied; a change to any other setting is refused by name, never dropped."""
-    refused = sorted(k for k, v in changes.items() if k not in RESUMABLE and getattr(saved, k, None) != v)
+    """`saved` with `changes` applied; a change to any other setting is refused by name, never dropped.
+
+    A folder data set that moved is found again with `--data folder:NEW` or `--data-root NEW` (the run then
+    checks that its classes are the ones it trained on)."""
+    changes = dict(changes)
+    moved = saved.data.startswith("folder:") and (changes.get("data") or "folder:").startswith("folder:")
+    if moved and changes.get("data_root") and changes.get("data", saved.data) == saved.data:
+        changes["data"] = "folder:" + str(changes.pop("data_root"))  # the path lives in --data for folders
+    allowed = RESUMABLE + (("data",) if moved else ())
+    refused = sorted(k for k, v in changes.items() if k not in allowed and getattr(saved, k, None) != v)
     if refused:
         flags = ", ".join("--" + k.replace("_", "-") for k in refused)
         raise ValueError(

@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..files import atomic_write_text, remove_stale_temps
-from ..models.metadata import WeightsMeta
+from ..models.metadata import WeightsMeta, read_meta
 from . import distributed
 from .checkpoint import STATE_FILE, load_state, save_state, save_weights
 from .config import TrainConfig
@@ -215,6 +215,14 @@ class RunFolder:
     def read_state(self) -> dict[str, Any]:
         """The checkpoint of the last finished epoch (state.pt)."""
         return distributed.on_main(partial(load_state, self.path))
+
+    def check_classes(self, classes: list[str], data: str) -> None:
+        """A resumed run's data (maybe moved) must hold the classes its weights trained on, in order."""
+        last = self.file(LAST)
+        trained = distributed.on_main(lambda: read_meta(last).get("classes") if last.is_file() else None)
+        if trained is not None and trained != classes:
+            raise ValueError(f"{data} has the classes {', '.join(classes[:5])}, ... but {self.path} trained on "
+                             f"{', '.join(trained[:5])}, ...: resume with the data it trained on")  # fmt: skip
 
     def read_best(self) -> dict[str, torch.Tensor]:
         """The weights of the epoch validation selected (best.safetensors)."""

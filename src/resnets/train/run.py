@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..data import make_loader
+from ..data.errors import DataError
 from ..data.seeds import mix_seed
 from ..interpret import top_losses
 from . import distributed
@@ -99,9 +100,17 @@ def open_run(cfg: TrainConfig | None, folder: RunFolder, changes: Mapping[str, A
         cfg = resume_config(saved, changes)
         if "device" in changes:
             resolved = {}  # another device: resolve precision and layout for it anew
-    setup = prepare(replace(cfg, out=str(folder.path)), resolved)
+    try:
+        setup = prepare(replace(cfg, out=str(folder.path)), resolved)
+    except DataError as e:
+        if resuming and cfg.data.startswith("folder:") and "not found" in str(e):
+            raise DataError(
+                f"{e}; if it moved, resume with --data-root NEW_PATH (Python: changes=...)"
+            ) from e
+        raise
     run = Run(setup, folder, History(folder.path, config=setup.cfg), Selection(setup.cfg.early_stop))
     if resuming:
+        folder.check_classes(setup.bundle.classes, cfg.data)
         restore(run, folder.read_state())
     return run
 
