@@ -139,6 +139,8 @@ def train_cmd(out: Path) -> list[str]:
         "--model", "cifar_resnet20", "--epochs", "3", "--batch-size", "16", "--limit", "96",
         "--test-limit", "64", "--image-size", "8", "--workers", "0", "--drop-rate", "0.3", "--ema", "0.9",
         "--seed", "1", "--deterministic", "--quiet", "--out", str(out),
+        # one format for both runs: `auto` times the formats, and on a loaded machine two runs may pick two
+        "--precision", "fp32", "--no-channels-last", "--no-compile",
     ]  # fmt: skip
 
 
