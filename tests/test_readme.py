@@ -24,26 +24,24 @@ FASHION = Path(__file__).parent / "fixtures" / "fashion-mnist"
 BLOCK = re.compile(r"^```(python|bash)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
-def test_resnets_train_stays_the_function_after_importing_the_subpackage() -> None:
-    """`resnets.train` is the training function even after `import resnets.train.<module>` loads the
-    subpackage's other modules for the first time (in a fresh interpreter)."""
+def test_resnets_train_is_the_package_and_trains_when_called() -> None:
+    """`resnets.train(...)` trains (the README's API) and `resnets.train` is the subpackage, so importing
+    its modules by any spelling works (a function of that name hid them: `import resnets.train.lr_find as
+    lf` failed with "cannot import name 'lr_find' from 'train'"), also in a fresh interpreter."""
     code = """
-import pkgutil, sys
+import inspect, pkgutil, sys
 import resnets
+import resnets.train.lr_find as lf
 package = sys.modules["resnets.train"]
-fresh = [m.name for m in pkgutil.iter_modules(package.__path__, "resnets.train.") if m.name not in sys.modules]
-for name in fresh:
-    exec(f"import {name}")
-from resnets.train import fit, loop
-from resnets.train.config import TrainConfig
-assert callable(resnets.train) and resnets.train.__module__ == "resnets.train", (fresh, resnets.train)
-assert resnets.TrainConfig is TrainConfig and resnets.fit is fit and loop.__name__ == "resnets.train.loop"
+for m in pkgutil.iter_modules(package.__path__, "resnets.train."):
+    exec(f"import {m.name}")
+assert resnets.train is package and callable(resnets.train) and lf.__name__ == "resnets.train.lr_find"
+assert resnets.train.loop.__name__ == "resnets.train.loop" and resnets.train.lr_find is lf
+assert list(inspect.signature(resnets.train).parameters) == ["preset", "resume", "overwrite", "options"]
 """
     subprocess.run([sys.executable, "-c", code], check=True)
-    package = sys.modules["resnets.train"]  # and here, where this file's imports loaded the subpackage first
-    assert (
-        resnets.train is package.train and resnets.History is package.History and package is not resnets.train
-    )
+    with pytest.raises(ValueError, match="a resumed run keeps its recipe"):
+        resnets.train(resume="anywhere", preset="fast")  # the call reaches train()
 
 
 def blocks(language: str) -> list[str]:
