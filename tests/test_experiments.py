@@ -315,3 +315,25 @@ def test_spec_overrides_from_json_build_a_smaller_net() -> None:
     spec = model_spec(cfg)
     assert spec.layers == (1, 1, 1) and spec.widths == (8, 16, 32) and spec.stem == "cifar"
     assert model_spec(TrainConfig(model="cifar_resnet20", shortcut="C")).shortcut == "C"
+
+
+def test_resolution_with_weights_from_other_data_is_refused_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Weights of a 2-class run against CIFAR-10's 10 classes: one line naming both, not an IndexError."""
+    import shutil
+
+    from resnets.train import TrainConfig, fit
+
+    cifar = Path(__file__).parent / "fixtures" / "cifar10"
+    for split in ("train", "test"):
+        for c in ("cat", "dog"):
+            shutil.copytree(cifar / split / c, tmp_path / "data" / split / c)
+    fit(TrainConfig(data=f"folder:{tmp_path / 'data'}", model="cifar_resnet20", image_size=8, epochs=1,
+                    batch_size=8, workers=0, quiet=True, out=str(tmp_path / "run")))  # fmt: skip
+    assert main(["experiment", "resolution", "--weights", str(tmp_path / "run"), "--data", "cifar10",
+                 "--data-root", str(cifar), "--budget", "tiny", "--out", str(tmp_path / "exp")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert (
+        "predicts 2 classes (cat, dog, ...) but cifar10 has 10 (airplane" in err and "IndexError" not in err
+    )

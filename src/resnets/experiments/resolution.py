@@ -11,6 +11,7 @@ from torch import nn
 
 from ..data import DataBundle, make_loader
 from ..models import ResNet
+from ..models.metadata import read_meta
 from ..train import TrainConfig, evaluate
 from ..train.loop import load_data
 from ..train.runtime import resolve_runtime
@@ -64,8 +65,9 @@ def run(options: ExperimentOptions) -> Outcome:
     budget, factors = BUDGETS[options.budget]
     exp = ExperimentRun("resolution", options)
     runtime = resolve_runtime(TrainConfig(device=options.device))
-    if options.weights:
-        models = {options.seed: load_trained(options.weights).model}
+    trained = load_trained(options.weights) if options.weights else None
+    if trained is not None:
+        models = {options.seed: trained.model}
         source = f"weights `{options.weights}` (the seeds do not apply)"
     else:
         models, recipe = {}, ""
@@ -76,6 +78,13 @@ def run(options: ExperimentOptions) -> Outcome:
     first = next(iter(models.values()))
     bundle = load_data(TrainConfig(model=MODEL, data=options.data, data_root=options.data_root, limit=1,
                                    test_limit=budget.test_limit, in_channels=first.in_channels))  # fmt: skip
+    named = trained is not None and "classes" in read_meta(trained.path)  # ours name them; others count
+    if trained is not None and (
+        trained.classes != bundle.classes if named else trained.model.num_classes != bundle.num_classes
+    ):
+        raise ValueError(f"{trained.path} predicts {len(trained.classes)} classes ({', '.join(trained.classes[:3])}, ...) "
+                         f"but {options.data} has {bundle.num_classes} ({', '.join(bundle.classes[:3])}, ...): give "
+                         "--data the data set the weights were trained on")  # fmt: skip
     native = bundle.image_size[0]
     sizes = sorted({round(native * f) for f in factors})
     rows = []
