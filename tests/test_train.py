@@ -603,7 +603,9 @@ def test_weights_metadata_is_one_record_for_writer_and_reader(tmp_path: Path) ->
     assert not (tmp_path / "w.safetensors").exists()
 
 
-def test_a_moved_folder_data_set_is_found_again_on_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_moved_folder_data_set_is_found_again_on_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """A folder data set that moved: `--data-root NEW` (or `--data folder:NEW`) on resume replaces the path,
     and is checked to hold the classes the run trained on; other data is refused by name."""
     from resnets.cli import main
