@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from resnets import machine
 from resnets.cli import main
 from resnets.deploy import export_model, fuse_bn, load_exported, prepare_for_inference, runtimes
 from resnets.deploy.prepare import FrozenCompiled
@@ -227,3 +229,76 @@ def test_cli_exports_a_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[
     )
     run = load_exported(tmp_path / "out/net.pt2")
     assert run(torch.randn(3, 1, 28, 28)).shape == (3, 7)
+
+
+@pytest.fixture
+def recorded_sessions(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The SessionOptions of every ONNX Runtime session opened (sessions open as before)."""
+    ort = pytest.importorskip("onnxruntime")
+    seen: list[object] = []
+    real = ort.InferenceSession
+
+    def recording(path: str, options: object, **kwargs: object) -> object:
+        seen.append(options)
+        return real(path, options, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    return seen
+
+
+@pytest.fixture
+def load(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int, float], None]]:
+    """Sets the load `machine` measures: (cores, cores' worth busy with other work). No thread count was
+    chosen before (no $OMP_NUM_THREADS, no earlier `set_threads`); PyTorch starts on 4 threads."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(machine, "_applied", None, raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+
+    def measured(cores: int, busy: float) -> None:
+        monkeypatch.setattr(machine, "free_cores", lambda: (machine.idle_cores(busy, cores), cores, busy))
+
+    yield measured
+    torch.set_num_threads(before)
+
+
+def spinning(options: object) -> tuple[str, str]:
+    return tuple(
+        options.get_session_config_entry(f"session.{p}.allow_spinning") for p in ("intra_op", "inter_op")
+    )
+
+
+def test_onnx_runtime_takes_the_idle_cores_and_spins_only_on_an_idle_machine(
+    recorded_sessions: list[object], load: Callable[[int, float], None]
+) -> None:
+    model = create_model("cifar_resnet20")
+    x = torch.randn(2, 3, 32, 32)
+    load(4, 3.0)  # three of four cores busy with other work: one thread, and it must not spin
+    with torch.no_grad():
+        prepare_for_inference(model)(x)
+        load(4, 0.1)  # idle: every core, spinning as ONNX Runtime does by default
+        prepare_for_inference(model)(x)
+        load(4, 1.0)  # an explicit count wins, but still no spinning beside other work
+        prepare_for_inference(model, threads=4)(x)
+    assert [o.intra_op_num_threads for o in recorded_sessions] == [1, 4, 4]
+    assert [spinning(o) for o in recorded_sessions] == [("0", "0"), ("1", "1"), ("0", "0")]
+    assert torch.get_num_threads() == 4  # ONNX Runtime has its own threads: PyTorch's count is left alone
+
+
+def test_the_count_set_threads_chose_is_kept_and_pytorch_runtimes_follow_the_policy(
+    recorded_sessions: list[object], load: Callable[[int, float], None]
+) -> None:
+    model = create_model("cifar_resnet20")
+    load(2, 1.0)
+    machine.set_threads(2)  # as a benchmark's --threads 2 does: the caller's choice, kept
+    with torch.no_grad():
+        prepare_for_inference(model)(torch.randn(1, 3, 32, 32))
+    assert recorded_sessions[-1].intra_op_num_threads == 2 and spinning(recorded_sessions[-1]) == ("0", "0")
+    torch.set_num_threads(4)  # no longer what set_threads chose: the policy decides again
+    load(4, 3.0)
+    prepare_for_inference(model, runtime="eager")
+    assert torch.get_num_threads() == 1  # PyTorch's threads are per process: set, as `resnets predict` does
+    prepare_for_inference(model, runtime="eager", threads=3)
+    assert torch.get_num_threads() == 3
+    with pytest.raises(ValueError, match="threads"):
+        prepare_for_inference(model, threads=0)

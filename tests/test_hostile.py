@@ -733,3 +733,55 @@ def test_nan_weights_are_refused_by_name_not_answered_as_nan(trained_run: Path, 
     image = sorted((CIFAR / "test" / "cat").iterdir())[0]
     rc, out, err = finish(cli("predict", str(bad), str(image)))
     assert rc == 2 and "nan%" not in out and "holds non-finite weights (fc.weight)" in err, (out, err)
+
+
+def test_a_damaged_cached_onnx_export_is_rebuilt_once() -> None:
+    """One garbage or truncated file in the ONNX cache broke every later predict of that model and was never
+    rebuilt: now it is exported again (once) and the answers are the model's."""
+    pytest.importorskip("onnxruntime")
+    from resnets.deploy import fuse_bn, prepare_for_inference, runtimes
+
+    model = create_model("cifar_resnet20").eval()
+    x = torch.randn(4, 3, 32, 32)
+    path = files.cache_dir() / "onnx" / f"{runtimes.model_digest(fuse_bn(model), (3, 32, 32))}.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x00garbage, not a protobuf\xff" * 40)
+    with torch.no_grad():
+        expected = model(x)
+        with pytest.warns(UserWarning, match="damaged ONNX export"):
+            out = prepare_for_inference(model, runtime="onnxruntime")(x)
+        assert (out - expected).abs().max() < 1e-4 * expected.abs().max()
+        whole = path.read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])  # a half-written file, as a copy or a full disk leaves
+        with pytest.warns(UserWarning, match="damaged ONNX export"):
+            out = prepare_for_inference(model, runtime="onnxruntime")(x)
+        assert (out - expected).abs().max() < 1e-4 * expected.abs().max()
+    assert path.read_bytes() == whole  # the rebuilt export replaced the damaged one
+
+
+def test_an_onnx_export_that_never_loads_is_named_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebuilt export that fails to load too: one error naming the file and the way out, after one export."""
+    pytest.importorskip("onnxruntime")
+    from resnets.deploy import fuse_bn, prepare_for_inference, runtimes
+
+    model = create_model("cifar_resnet20").eval()
+    path = files.cache_dir() / "onnx" / f"{runtimes.model_digest(fuse_bn(model), (3, 32, 32))}.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not onnx")
+    exports: list[Path] = []
+
+    def broken_export(_model: object, target: Path, *_: object) -> Path:  # an exporter writing garbage
+        exports.append(target)
+        return files.atomic_write_bytes(target, b"still not onnx")
+
+    monkeypatch.setattr(runtimes, "export_model", broken_export)
+    served = prepare_for_inference(model, runtime="onnxruntime")
+    try:
+        with pytest.warns(UserWarning, match="damaged"), pytest.raises(RuntimeError) as error:
+            served(torch.randn(1, 3, 32, 32))
+    finally:
+        path.unlink(missing_ok=True)  # (the session's cache: later tests export this model for real)
+    assert exports == [path]  # rebuilt once, not in a loop
+    message = str(error.value)
+    assert f"cannot load {path}" in message and "--runtime compiled" in message
+    assert message.index("--runtime compiled") < 400  # what to do survives the CLI's one-line cut

@@ -10,6 +10,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -63,23 +64,64 @@ def idle_cores(busy: float, cores: int) -> int:
     return max(1, cores - round(busy))
 
 
-def set_threads(requested: int | None = None, processes: int = 1) -> str | None:
-    """The one CPU-thread policy: PyTorch gets `requested` threads, else $OMP_NUM_THREADS when set, else the
-    cores other processes leave idle, shared by the `processes` running on this machine (a distributed job's
-    local ones). Beside one busy process on 2 cores, 2 threads made training steps ~3x slower than on the
-    idle machine and 1 thread ~1.8x (docs/benchmarks.md, "A busy machine"). Returns why fewer threads than
-    cores were chosen, else None."""
+class Threads(NamedTuple):
+    """A thread choice: `threads` to compute with on this process's `cores`, while other processes keep
+    `busy` cores' worth of them busy (None: not measured, because the count was given)."""
+
+    threads: int
+    cores: int
+    busy: float | None
+
+    @property
+    def shared(self) -> bool:
+        """Other processes keep some of these cores busy (measured; False when the load was not measured)."""
+        return self.busy is not None and idle_cores(self.busy, self.cores) < self.cores
+
+
+_applied: Threads | None = None  # what `set_threads` last gave PyTorch in this process
+
+
+def choose_threads(requested: int | None = None, processes: int = 1, measure: bool = False) -> Threads:
+    """The one CPU-thread policy, decided but not applied: `requested` threads, else $OMP_NUM_THREADS when
+    set, else the cores other processes leave idle, shared by the `processes` running on this machine. The
+    load is measured (0.3 s) only when the count depends on it, or when `measure` asks (to know `shared`)."""
     if requested is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
         requested = int(os.environ["OMP_NUM_THREADS"])
-    if requested is not None:
-        torch.set_num_threads(max(1, requested))
-        return None
+    if requested is not None and not measure:
+        return Threads(max(1, requested), core_count(), None)
     idle, cores, busy = free_cores()
-    threads = max(1, idle // max(processes, 1))
-    torch.set_num_threads(threads)
-    if idle < cores:
-        return f"{threads} CPU threads: {busy:.1f} of {cores} cores busy with other work"
+    threads = max(1, requested) if requested is not None else max(1, idle // max(processes, 1))
+    return Threads(threads, cores, busy)
+
+
+def set_threads(requested: int | None = None, processes: int = 1) -> str | None:
+    """Apply the one CPU-thread policy (`choose_threads`) to PyTorch: `requested` threads, else
+    $OMP_NUM_THREADS when set, else the cores other processes leave idle, shared by the `processes` running on
+    this machine (a distributed job's local ones). Beside one busy process on 2 cores, 2 threads made training
+    steps ~3x slower than on the idle machine and 1 thread ~1.8x (docs/benchmarks.md, "A busy machine").
+    Returns why fewer threads than cores were chosen, else None."""
+    global _applied
+    choice = choose_threads(requested, processes)
+    torch.set_num_threads(choice.threads)
+    _applied = choice
+    if choice.shared:  # (only a count chosen from the load is measured)
+        return f"{choice.threads} CPU threads: {choice.busy:.1f} of {choice.cores} cores busy with other work"
     return None
+
+
+def serving_threads(requested: int | None = None) -> Threads:
+    """Threads for a model served on this CPU, with the load measured (whether a runtime's threads may
+    spin-wait depends on it): `requested`, else what `set_threads` gave PyTorch in this process while PyTorch
+    still runs that many (the caller's choice: `resnets predict`, a benchmark's --threads), else the policy's
+    count now, never more than PyTorch's own (a caller's `torch.set_num_threads` is a choice too)."""
+    if requested is None and _applied is not None and _applied.threads == torch.get_num_threads():
+        if _applied.busy is not None:
+            return _applied
+        requested = _applied.threads
+    if requested is not None:
+        return choose_threads(requested, measure=True)
+    choice = choose_threads(measure=True)
+    return choice._replace(threads=min(choice.threads, torch.get_num_threads()))
 
 
 def cpu_model() -> str:

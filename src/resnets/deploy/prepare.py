@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..machine import serving_threads
 from ..models import ResNet
 from .fuse import fuse_bn
 from .runtimes import InferenceRuntime, PeerRuntime, choose_runtime
@@ -81,6 +82,13 @@ def quantize_int8(model: ResNet, calibration: Iterable[torch.Tensor]) -> nn.Modu
     return convert_pt2e(prepared)
 
 
+def torch_threads(requested: int | None) -> None:
+    """Give PyTorch (one thread pool per process) the count the serving policy chooses."""
+    threads = serving_threads(requested).threads if requested is None else requested
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+
+
 def prepare_for_inference(
     model: ResNet,
     *,
@@ -88,6 +96,7 @@ def prepare_for_inference(
     channels_last: bool | None = None,
     calibration: Iterable[torch.Tensor] | None = None,
     runtime: InferenceRuntime = "auto",
+    threads: int | None = None,
 ) -> nn.Module:
     """An eval-mode, BN-fused copy of `model` in `dtype` ("fp32", "bf16" or "int8") and memory layout, served
     by `runtime`: "eager" (PyTorch), "compiled" (Inductor with freezing, each batch size compiled at its first
@@ -103,10 +112,18 @@ def prepare_for_inference(
     Inductor, which also picks its layout. Its first calls compile (the first batch size, then batch 1 and
     any other: tens of seconds each on a 2-core CPU); after that it ran 1.4-1.9x faster than the fastest of
     fp32 and bf16, eager or compiled, at the same top-1 (docs/benchmarks.md).
+
+    On a CPU the model computes on `threads` threads; None applies the one thread policy that `resnets
+    predict` uses (`machine.serving_threads`): the cores other processes leave idle ($OMP_NUM_THREADS, or a
+    count `machine.set_threads` applied, overrides it), never more than PyTorch's own count. ONNX Runtime's
+    sessions get that many threads, which do not spin-wait when other processes keep some cores busy;
+    PyTorch's count is one per process, so for the PyTorch runtimes it is set (`torch.set_num_threads`).
     """
     if dtype not in PRECISIONS:
         raise ValueError(f"dtype must be one of {PRECISIONS}, not {dtype!r}")
     device = next(model.parameters()).device
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1, not {threads}")
     if dtype == "int8":
         if runtime != "auto":
             raise ValueError("dtype='int8' is always served compiled by Inductor; leave runtime unset")
@@ -116,11 +133,16 @@ def prepare_for_inference(
             raise ValueError("dtype='int8' gets its layout from Inductor; leave channels_last unset")
         if device.type != "cpu":
             raise ValueError("dtype='int8' runs on CPU only (x86 oneDNN kernels); move the model to CPU")
+        torch_threads(threads)
         return FrozenCompiled(quantize_int8(model, calibration))
     runtime = choose_runtime(runtime, dtype, device)
     fused = fuse_bn(model)
-    if runtime == "onnxruntime":
-        return PeerRuntime(fused)  # ONNX Runtime picks its own layout
+    if runtime == "onnxruntime":  # (ONNX Runtime picks its own layout)
+        choice = serving_threads(threads)  # spinning only where no other process waits for these cores
+        spinning = not choice.shared and choice.threads <= choice.cores
+        return PeerRuntime(fused, threads=choice.threads, spinning=spinning)
+    if device.type == "cpu":
+        torch_threads(threads)
     if channels_last is not False:
         fused = fused.to(memory_format=torch.channels_last)
     if dtype == "bf16":

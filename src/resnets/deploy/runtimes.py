@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -32,7 +33,7 @@ from .export import export_model
 InferenceRuntime = Literal["auto", "eager", "compiled", "onnxruntime"]
 RUNTIMES: tuple[str, ...] = ("auto", "eager", "compiled", "onnxruntime")
 Session = Callable[[np.ndarray], np.ndarray]  # an fp32 NCHW batch -> logits
-Opener = Callable[[Path, int], Session]  # (ONNX file, threads) -> session
+Opener = Callable[..., Session]  # (ONNX file, threads[, spinning=]) -> session
 KEEP_EXPORTS = 8  # the cache keeps the most recently used exports (a resnet50 export is ~100 MB)
 
 
@@ -64,27 +65,43 @@ def model_digest(model: nn.Module, input_size: tuple[int, ...]) -> str:
     return h.hexdigest()[:24]
 
 
+def onnx_path(model: nn.Module, input_size: tuple[int, ...]) -> Path:
+    """Where the cache keeps `model`'s ONNX export for images of `input_size` (C, H, W)."""
+    return cache_dir() / "onnx" / f"{model_digest(model, input_size)}.onnx"
+
+
 def onnx_file(model: nn.Module, input_size: tuple[int, ...]) -> Path:
     """`model` exported to ONNX (free batch size) for images of `input_size` (C, H, W), cached on disk."""
-    path = cache_dir() / "onnx" / f"{model_digest(model, input_size)}.onnx"
+    path = onnx_path(model, input_size)
+    cache_export(model, input_size, path)
+    return path
+
+
+def cache_export(model: nn.Module, input_size: tuple[int, ...], path: Path) -> bool:
+    """Make sure the cache holds `model`'s export at `path` (its `onnx_path`); True if it was there already.
+    The export is written atomically, so a killed one leaves no half file at `path`."""
     if path.is_file():
         path.touch()  # recently used: kept by the pruning below
-        return path
+        return True
     path.parent.mkdir(parents=True, exist_ok=True)
     export_model(model, path, "onnx", input_size)
     by_use = sorted(path.parent.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in by_use[KEEP_EXPORTS:]:
         old.unlink(missing_ok=True)
-    return path
+    return False
 
 
-def onnxruntime_session(path: Path, threads: int) -> Session:
-    """ONNX Runtime's CPU session for the ONNX file `path`, on `threads` intra-op threads."""
+def onnxruntime_session(path: Path, threads: int, spinning: bool = True) -> Session:
+    """ONNX Runtime's CPU session for the ONNX file `path`, on `threads` intra-op threads that spin-wait
+    for work between ops only if `spinning`: on cores other processes use, spinning threads take their
+    time slices from the work they wait for (0.34x its idle speed beside one busy process)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads  # as many as PyTorch uses, not ORT's default of every core
     options.inter_op_num_threads = 1
+    for pool in ("intra_op", "inter_op"):  # ONNX Runtime's session config keys; "1" (spin) is its default
+        options.add_session_config_entry(f"session.{pool}.allow_spinning", "1" if spinning else "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda x: session.run(["logits"], {"images": x})[0]
 
@@ -94,17 +111,61 @@ class PeerRuntime(nn.Module):
     torch tensors like the module it stands for.
 
     The ONNX export fixes the image size, so a session is opened (from the disk cache when it is there) at
-    the first call of each size; the batch size stays free."""
+    the first call of each size; the batch size stays free. Sessions run on `threads` (None: as many as
+    PyTorch at that call); `spinning` (None: the opener's default) is passed to the opener when set. A cached
+    export that fails to load (truncated, overwritten) is deleted and exported again, once."""
 
-    def __init__(self, model: nn.Module, opener: Opener = onnxruntime_session) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        opener: Opener = onnxruntime_session,
+        threads: int | None = None,
+        spinning: bool | None = None,
+    ) -> None:
         super().__init__()
         self.model = model.eval()
         self.opener = opener
+        self.threads = threads
+        self.spinning = spinning
         self._sessions: dict[tuple[int, ...], Session] = {}
+
+    def _open(self, path: Path) -> Session:
+        threads = self.threads or torch.get_num_threads()
+        if self.spinning is None:
+            return self.opener(path, threads)
+        return self.opener(path, threads, spinning=self.spinning)
+
+    def _session(self, size: tuple[int, ...]) -> Session:
+        """The session for images of `size`: from the cached export, else (missing or damaged) a new one."""
+        path = onnx_path(self.model, size)
+        cached = cache_export(self.model, size, path)
+        try:
+            return self._open(path)
+        except Exception as first:  # ONNX Runtime's load errors have no common class below Exception
+            if not cached:
+                raise unloadable(path, first) from first
+            warnings.warn(
+                f"{path}: a damaged ONNX export in the cache ({first}); exporting it again", stacklevel=2
+            )
+            path.unlink(missing_ok=True)  # left there, it would fail every later call
+        cache_export(self.model, size, path)
+        try:
+            return self._open(path)
+        except Exception as e:
+            raise unloadable(path, e) from e
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = tuple(x.shape[1:])
         if size not in self._sessions:
-            path = onnx_file(self.model, size)
-            self._sessions[size] = self.opener(path, torch.get_num_threads())
+            self._sessions[size] = self._session(size)
         return torch.from_numpy(self._sessions[size](x.detach().float().contiguous().numpy()))
+
+
+def unloadable(path: Path, error: Exception) -> RuntimeError:
+    """The error for an export that fails to load although it was just made from the weights: what to do
+    first (the CLI cuts long messages), then the runtime's own words."""
+    return RuntimeError(
+        f"ONNX Runtime cannot load {path}, this model's export made just now from its weights: serve it with "
+        f"runtime='compiled' (resnets predict --runtime compiled), or delete {path} and check that torch "
+        f"and onnxruntime are installed intact ({type(error).__name__}: {error})"
+    )
