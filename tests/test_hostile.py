@@ -785,3 +785,32 @@ def test_an_onnx_export_that_never_loads_is_named_with_what_to_do(monkeypatch: p
     message = str(error.value)
     assert f"cannot load {path}" in message and "--runtime compiled" in message
     assert message.index("--runtime compiled") < 400  # what to do survives the CLI's one-line cut
+
+
+def test_names_that_are_not_utf8_are_kept_end_to_end(tmp_path: Path) -> None:
+    """A class folder and an image whose names are not UTF-8 (Latin-1 bytes, as old archives hold): training
+    writes its report (the name's own bytes), plots draw it, and predict writes every answer with the image's
+    own path bytes."""
+    cifar = os.fsencode(Path(__file__).parent / "fixtures" / "cifar10")
+    root = os.fsencode(tmp_path / "data")
+    try:
+        for split in (b"train", b"test"):
+            for source, name in ((b"cat", b"caf\xe9"), (b"dog", b"dog")):
+                shutil.copytree(os.path.join(cifar, split, source), os.path.join(root, split, name))
+        dogs = os.path.join(root, b"test", b"dog")
+        os.rename(os.path.join(dogs, sorted(os.listdir(dogs))[0]), os.path.join(dogs, b"\xff\xfe.png"))
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    out = tmp_path / "run"
+    data = f"folder:{os.fsdecode(root)}"
+    assert main(["train", "--data", data, "--model", "cifar_resnet20", "--image-size", "8", "--epochs", "1",
+                 "--batch-size", "8", "--workers", "0", "--quiet", "--out", str(out)]) == 0  # fmt: skip
+    assert b"caf\xe9" in (out / "report.md").read_bytes() and (out / "confusion.png").is_file()
+    assert read_meta(out / "last.safetensors")["classes"] == [os.fsdecode(b"caf\xe9"), "dog"]
+    for suffix in (".csv", ".json"):
+        answers = tmp_path / f"answers{suffix}"
+        assert main(["predict", str(out), os.fsdecode(dogs), "--output", str(answers)]) == 0
+        written = answers.read_bytes()
+        assert (b"\xff\xfe.png" in written or b"\\udcff\\udcfe.png" in written) and written.count(
+            b".png"
+        ) == 5

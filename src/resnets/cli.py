@@ -703,6 +703,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from safetensors import SafetensorError
 
     args = build_parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 are printed as their own bytes
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     try:
         return args.handler(args)
     except BrokenPipeError:  # e.g. `resnets list | head`

@@ -98,7 +98,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    """`text` as UTF-8; names that were not UTF-8 on disk (surrogate-escaped by Python) keep their own bytes."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8", errors="surrogateescape"))
+
+
+def printable(name: str) -> str:
+    """`name` as text any font can draw: bytes of a file name that were not UTF-8 (kept surrogate-escaped in
+    memory and in files) shown as U+FFFD, for plots only."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def remove_stale_temps(folder: Path, older_than: float = STALE_SECONDS) -> int:

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from ..files import atomic_write  # noqa: E402
+from ..files import atomic_write, printable  # noqa: E402
 
 
 def plot_curves(history: list[dict[str, float]], path: Path) -> None:
@@ -37,6 +37,7 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
 
 def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> None:
     """Row-normalised confusion matrix (true class per row)."""
+    classes = [printable(c) for c in classes]  # (a font cannot draw undecodable bytes)
     rates = (confusion.float() / confusion.sum(1, keepdim=True).clamp(min=1)).numpy()  # numpy for matplotlib
     n = len(classes)
     fig, ax = plt.subplots(figsize=(1 + 0.6 * n, 1 + 0.5 * n))
@@ -57,6 +58,7 @@ def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> N
 def plot_roc_pr(result, classes: list[str], path: Path) -> None:  # noqa: ANN001 (an EvalResult)
     """ROC and precision-recall curves (scikit-learn's), of the positive class for two classes, else one
     curve per class (one-vs-rest)."""
+    classes = [printable(c) for c in classes]  # (a font cannot draw undecodable bytes)
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     y, p = result.targets.numpy(), result.probs.double().numpy()
@@ -82,6 +84,7 @@ def plot_roc_pr(result, classes: list[str], path: Path) -> None:  # noqa: ANN001
 
 def plot_top_losses(images: list[torch.Tensor], mistakes: list, classes: list[str], path: Path) -> None:
     """A grid of uint8 (C, H, W) images titled true / predicted and the prediction's probability."""
+    classes = [printable(c) for c in classes]  # (a font cannot draw undecodable bytes)
     cols = min(3, len(images))
     rows = -(-len(images) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
