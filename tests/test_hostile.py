@@ -814,3 +814,26 @@ def test_names_that_are_not_utf8_are_kept_end_to_end(tmp_path: Path) -> None:
         assert (b"\xff\xfe.png" in written or b"\\udcff\\udcfe.png" in written) and written.count(
             b".png"
         ) == 5
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        (lambda: create_model(18), "create_model(name=18): expected str, got int"),
+        (lambda: create_model("resnet18", num_classes="10"), "create_model(num_classes='10'): expected int or None"),
+        (lambda: create_model("resnet18", drop_rate="0.1"), "create_model(drop_rate='0.1'): expected float"),
+        (lambda: create_model("resnet18", weights=5), "create_model(weights=5): expected str or Path or None"),
+        (lambda: resnets.list_models(5), "list_models(pattern=5): expected str or None"),
+        (lambda: resnets.summarize("resnet18"), "summarize(model='resnet18'): expected ResNet, got str"),
+        (lambda: resnets.load(5), "load(path=5): expected str or Path, got int"),
+        (lambda: resnets.deploy.prepare_for_inference("resnet18"), "prepare_for_inference(model='resnet18')"),
+        (lambda: export_model(create_model("cifar_resnet20"), "x.onnx", "onnx", (3, "32", 32)),
+         "export_model(input_size=(3, '32', 32)): expected tuple"),
+    ],
+)  # fmt: skip
+def test_wrong_types_to_the_python_api_are_named_where_they_enter(
+    call: Callable[[], object], named: str
+) -> None:
+    with pytest.raises(TypeError) as error:
+        call()
+    assert str(error.value).startswith(named), str(error.value)

@@ -280,7 +280,10 @@ def test_both_spellings_of_an_option_are_refused(options: dict, match: str) -> N
 
 def test_timms_positional_pretrained_is_not_a_class_count() -> None:
     """timm's second argument is `pretrained`: `create_model("resnet18", True)` would be a 1-class model."""
-    with pytest.raises(TypeError, match="num_classes=True: the second argument is num_classes here"):
+    with pytest.raises(
+        TypeError,
+        match=r"num_classes=True\): expected int or None, got bool: the second argument is num_classes here",
+    ):
         create_model("resnet18", True)
 
 

@@ -31,6 +31,7 @@ from .models.pretrained import (
     torchvision_file,
 )
 from .models.weights import classifier_size, load_state, read_state_dict
+from .typecheck import checked
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Trained:
                 "std": list(self.std), "channels": self.model.in_channels, "classes": self.classes}  # fmt: skip
 
 
+@checked
 def load(path: str | Path) -> Trained:
     """The way back from a run to Python: the model a run folder or weights file holds (its trained head,
     in evaluation mode), its classes, and `transform` for one's own images.
@@ -92,6 +94,7 @@ def resolve_weights(path: str | Path) -> Path:
     return path
 
 
+@checked
 def load_trained(
     path: str | Path, model: str | None = None, num_classes: int | None = None, in_channels: int | None = None
 ) -> Trained:

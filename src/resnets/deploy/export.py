@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..files import atomic_write, atomic_write_bytes
+from ..typecheck import checked
 
 ExportFormat = Literal["onnx", "pt2"]
 FORMATS: dict[str, str] = {"onnx": ".onnx", "pt2": ".pt2"}
@@ -33,6 +34,7 @@ def check_format(format: str, path: str | Path | None = None) -> None:
         raise ValueError(f"{path}: a {format} export must end in {FORMATS[format]}; choose another --out")
 
 
+@checked
 def export_model(
     model: nn.Module, path: str | Path, format: ExportFormat, input_size: tuple[int, int, int]
 ) -> Path:

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..machine import serving_threads
 from ..models import ResNet
+from ..typecheck import checked
 from .fuse import fuse_bn
 from .runtimes import InferenceRuntime, PeerRuntime, choose_runtime
 
@@ -89,6 +90,7 @@ def torch_threads(requested: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+@checked
 def prepare_for_inference(
     model: ResNet,
     *,

@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from types import UnionType
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, get_type_hints
 
 from safetensors import safe_open
+
+from ..typecheck import has_type
 
 
 @dataclass(frozen=True)
@@ -55,26 +56,12 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return check_meta(path, out)
 
 
-def _fits(value: Any, hint: Any) -> bool:
-    """Whether a JSON value has a WeightsMeta field's type (lists and dicts by their outer type only; ints
-    count as floats, bools as neither)."""
-    if get_origin(hint) in (Union, UnionType):
-        return any(_fits(value, h) for h in get_args(hint))
-    if hint is type(None):
-        return value is None
-    if isinstance(value, bool):
-        return False
-    if hint is float:
-        return isinstance(value, (int, float))
-    return isinstance(value, get_origin(hint) or hint)
-
-
 def check_meta(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """`meta` if every WeightsMeta key present has its type (and lists their lengths), else a ValueError naming
     the key. Files from elsewhere may carry only some keys, or others."""
     hints = get_type_hints(WeightsMeta)
     for key, hint in hints.items():
-        if key in meta and not _fits(meta[key], hint):
+        if key in meta and not has_type(meta[key], hint):
             raise ValueError(f"{path}: metadata {key!r} is {meta[key]!r}, which is not a valid {key}; "
                              "the file was edited or damaged: re-export it from its run")  # fmt: skip
     if "image_size" in meta and (

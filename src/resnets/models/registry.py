@@ -11,6 +11,7 @@ from typing import Any, Literal, overload
 
 import torch
 
+from ..typecheck import checked
 from .features import FeatureNet
 from .metadata import read_meta
 from .pretrained import (
@@ -141,6 +142,7 @@ for depth in (20, 32, 44, 56, 110):
     )
 
 
+@checked
 def list_models(pattern: str | None = None, pretrained: bool = False) -> list[str]:
     """Every registered model name, sorted. `pattern` keeps the names matching it: a shell-style wildcard as
     timm's ("*50*", "resnet5?"), or without one (`*?[`) a part of the name ("cifar_plain"). `pretrained=True`
@@ -251,6 +253,11 @@ def create_model(name: str, num_classes: int | None = None, in_channels: int | N
                  features_only: Literal[True], **options: Any) -> FeatureNet: ...  # fmt: skip
 
 
+@checked(
+    advice={
+        "num_classes": "the second argument is num_classes here (timm's is pretrained); say pretrained=..."
+    }
+)
 def create_model(
     name: str,
     num_classes: int | None = None,
@@ -286,11 +293,6 @@ def create_model(
     ("resnet50d.ra2_in1k": weights "timm:ra2_in1k"), `in_chans` for `in_channels` and `drop_path_rate` for
     `stochastic_depth`.
     """
-    if isinstance(num_classes, bool):  # timm's create_model takes `pretrained` second
-        raise TypeError(
-            f"num_classes={num_classes}: the second argument is num_classes here (timm's is pretrained); "
-            f"say pretrained={num_classes}"
-        )
     if out_indices is not None and not features_only:
         raise ValueError("out_indices selects feature levels; it needs features_only=True")
     if features_only and num_classes:

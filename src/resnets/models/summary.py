@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..typecheck import checked
 from .resnet import ResNet
 
 
@@ -44,6 +45,7 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@checked
 def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     """MACs for one image of `input_size` (C, H, W): FlopCounterMode counts 2 FLOPs per multiply-add."""
     was_training = model.training
@@ -65,6 +67,7 @@ def _summary_modules(model: ResNet) -> list[tuple[str, nn.Module]]:
     return mods + [("avgpool", model.avgpool), ("fc", model.fc)]
 
 
+@checked
 def summarize(model: ResNet, input_size: tuple[int, int, int] | None = None) -> ModelSummary:
     """Output shape and parameters of each block, and totals, for one image of `input_size` (C, H, W)."""
     if input_size is None:

@@ -10,6 +10,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from ..data import AugmentConfig
 from ..models.registry import get_entry, resolve_name
+from ..typecheck import has_type, type_name
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -339,8 +340,8 @@ def check_types(cfg: TrainConfig, hints: dict[str, Any]) -> None:
     pass anything)."""
     for f in fields(cfg):
         value = getattr(cfg, f.name)
-        if not _has_type(value, hints[f.name]):
-            raise ValueError(f"training option {f.name!r} is {value!r}; expected {_type_name(hints[f.name])}")
+        if not has_type(value, hints[f.name]):
+            raise ValueError(f"training option {f.name!r} is {value!r}; expected {type_name(hints[f.name])}")
 
 
 def _tuple_hint(hint: Any) -> bool:
@@ -348,30 +349,6 @@ def _tuple_hint(hint: Any) -> bool:
         get_origin(h) is tuple
         for h in (get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,))
     )
-
-
-def _has_type(value: Any, hint: Any) -> bool:
-    """Whether a JSON value fits a TrainConfig field's type hint (ints are accepted for floats)."""
-    origin = get_origin(hint)
-    if origin is Literal:
-        return value in get_args(hint)
-    if origin in (Union, UnionType):
-        return any(_has_type(value, h) for h in get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is tuple:  # tuple[X, ...]
-        return isinstance(value, tuple) and all(_has_type(v, get_args(hint)[0]) for v in value)
-    return isinstance(value, origin or hint)
-
-
-def _type_name(hint: Any) -> str:
-    if get_origin(hint) is Literal:
-        return "one of " + ", ".join(map(repr, get_args(hint)))
-    return " or ".join(getattr(h, "__name__", str(h)) for h in (get_args(hint) or (hint,)))
 
 
 def apply_preset(name: str, overrides: dict[str, Any]) -> TrainConfig:
