@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from resnets.cli import build_parser, main
 README = Path(__file__).parents[1] / "README.md"
 MAKEFILE = Path(__file__).parents[1] / "Makefile"
 FASHION = Path(__file__).parent / "fixtures" / "fashion-mnist"
+CIFAR = Path(__file__).parent / "fixtures" / "cifar10"
 BLOCK = re.compile(r"^```(python|bash)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
@@ -148,6 +150,41 @@ def test_bash_example(argv: list[str], capsys: pytest.CaptureFixture[str]) -> No
     assert done.value.code == 0 and [o for o in options if o not in help_text] == [], help_text
 
 
+QUICK_START = (
+    "runs/photos"  # the README's "Your own images": folder -> train -> evaluate -> predict -> Python
+)
+
+
+def test_your_own_images_quick_start_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The "Your own images" commands and Python block as written, on a tiny photos/ folder (two classes of
+    CIFAR-10 images, one saved as new.jpg), with a seconds-long budget appended to `train`."""
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    for c in ("cat", "dog"):
+        shutil.copytree(CIFAR / "train" / c, tmp_path / "photos" / c)
+    Image.open(next((CIFAR / "test" / "dog").iterdir())).save(tmp_path / "new.jpg")
+    budget = [
+        "--model",
+        "cifar_resnet20",
+        "--image-size",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+    ]
+    argvs = [resnets_args(a) for a in commands() if any(QUICK_START in word for word in a)]
+    assert [a[0] for a in argvs] == ["train", "evaluate", "predict"]
+    for args in argvs:
+        assert main(args + budget if args[0] == "train" else args) == 0, args
+    (code,) = [code for code in blocks("python") if QUICK_START in code]
+    exec(compile(code, str(README), "exec"), {})
+    assert (tmp_path / "runs" / "photos" / "best.safetensors").is_file()  # validation selected the model
+
+
 def test_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The README's Python blocks, run in order in one namespace: the weights file the tour loads is written
     first, and `resnets.train` gets a seconds-long budget (1 epoch, 256 images) and a folder in tmp_path."""
@@ -163,7 +200,8 @@ def test_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(resnets, "train", budgeted)
     namespace: dict[str, Any] = {}
     for code in blocks("python"):
-        exec(compile(code, str(README), "exec"), namespace)
+        if QUICK_START not in code:  # (run by test_your_own_images_quick_start_runs, after its commands)
+            exec(compile(code, str(README), "exec"), namespace)
     history = namespace["history"]
     assert runs == [history] and history.run_dir == tmp_path / "run" and len(history.epochs) == 1
     assert (history.run_dir / "last.safetensors").is_file()
