@@ -465,6 +465,16 @@ def test_out_indices_choose_levels_and_drop_unused_stages(tmp_path) -> None:
         create_model("resnet50", out_indices=(1, 2))
 
 
+def test_negative_out_indices_count_from_the_last_level_as_timms() -> None:
+    timm = pytest.importorskip("timm")
+    for indices in ((-2, -1), (1, -1), (-5,)):
+        ours = create_model("resnet50", features_only=True, out_indices=indices).feature_info
+        theirs = timm.create_model("resnet50", features_only=True, out_indices=indices).feature_info
+        assert (ours.channels(), ours.reduction()) == (theirs.channels(), theirs.reduction()), indices
+    with pytest.raises(ValueError, match="got \\(-6,\\)"):
+        create_model("resnet50", features_only=True, out_indices=(-6,))
+
+
 def test_num_classes_zero_gives_pooled_features(tmp_path) -> None:
     classifier = randomize(create_model("resnet18"))
     torch.save(classifier.state_dict(), tmp_path / "r18.pth")

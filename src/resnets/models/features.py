@@ -62,10 +62,12 @@ class FeatureNet(nn.Module):
     def __init__(self, model: ResNet, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
         stages = len(model.spec.layers)
-        out = tuple(range(stages + 1)) if out_indices is None else tuple(out_indices)
+        given = tuple(range(stages + 1)) if out_indices is None else tuple(out_indices)
+        out = tuple(i + stages + 1 if -stages - 1 <= i < 0 else i for i in given)  # as timm: -1 the last level
         if not out or list(out) != sorted(set(out)) or not 0 <= out[0] <= out[-1] <= stages:
             raise ValueError(
-                f"out_indices must be increasing levels in 0..{stages} (0: stem, i: stage i), got {out}"
+                f"out_indices must be increasing levels in 0..{stages} (0: stem, i: stage i; -1 the last), "
+                f"got {given}"
             )
         self.in_channels = model.in_channels
         self.out_indices = out
