@@ -63,7 +63,8 @@ class FeatureNet(nn.Module):
         super().__init__()
         stages = len(model.spec.layers)
         given = tuple(range(stages + 1)) if out_indices is None else tuple(out_indices)
-        out = tuple(i + stages + 1 if -stages - 1 <= i < 0 else i for i in given)  # as timm: -1 the last level
+        # as timm's: -1 is the last level
+        out = tuple(i + stages + 1 if -stages - 1 <= i < 0 else i for i in given)
         if not out or list(out) != sorted(set(out)) or not 0 <= out[0] <= out[-1] <= stages:
             raise ValueError(
                 f"out_indices must be increasing levels in 0..{stages} (0: stem, i: stage i; -1 the last), "
