@@ -38,6 +38,7 @@ from resnets.bench.run import matmul_gflops
 from resnets.data import AugmentConfig, make_loader
 from resnets.data.bundle import DataBundle, TensorSplit
 from resnets.experiments import ExperimentOptions, run_experiment
+from resnets.experiments.options import CIFAR_CLAIMS
 from resnets.machine import describe
 from resnets.timing import median_seconds_each
 from resnets.train import TrainConfig, apply_preset, fit, train_one_epoch
@@ -364,18 +365,25 @@ def tta_d2l(sizes: Sizes, device: torch.device, work: Path, data_root: str | Non
     return record
 
 
-def tta_cifar10(sizes: Sizes, device: torch.device, work: Path, cifar_root: str | None, left: float) -> dict:
-    """The paper's CIFAR ResNet-20 with its recipe (the `paper` preset), shortened, on what was
-    carried: packed chunks (scripts/pack_cifar.py), unpacked here, or a folder `resnets` reads as is."""
+def cifar_data(cifar_root: str | None, work: Path) -> Path:
+    """CIFAR-10 as `resnets` reads it, from what was carried: packed chunks (scripts/pack_cifar.py), unpacked
+    once into `work`, or a folder used as is."""
     if cifar_root is None:
         raise FileNotFoundError("no --cifar-root given: pack CIFAR-10 with scripts/pack_cifar.py and pass it")
     root = Path(cifar_root)
-    if list(root.glob("cifar10-*.npz.xz")):
+    if not list(root.glob("cifar10-*.npz.xz")):
+        return root
+    if not (work / "cifar10").is_dir():
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from pack_cifar import unpack
 
         unpack(root, work / "cifar10")
-        root = work / "cifar10"
+    return work / "cifar10"
+
+
+def tta_cifar10(sizes: Sizes, device: torch.device, work: Path, cifar_root: str | None, left: float) -> dict:
+    """The paper's CIFAR ResNet-20 with its recipe (the `paper` preset), shortened, on the carried CIFAR-10."""
+    root = cifar_data(cifar_root, work)
     # the paper's recipe (`paper` preset), its 64k iterations shortened to `cifar_epochs` with the LR steps at
     # the same fractions; the curve is validation accuracy (45k/5k split), the final test number results.json's
     changes = {"data_root": str(root), "epochs": sizes.cifar_epochs, "batch_size": sizes.cifar_batch}
@@ -386,14 +394,24 @@ def tta_cifar10(sizes: Sizes, device: torch.device, work: Path, cifar_root: str 
 
 
 def experiment(
-    name: str, sizes: Sizes, device: torch.device, work: Path, data_root: str | None, left: float
+    name: str,
+    sizes: Sizes,
+    device: torch.device,
+    work: Path,
+    roots: tuple[str | None, str | None],
+    left: float,
 ) -> dict:
-    """`resnets experiment NAME --budget full` in a child process, stopped at the time left."""
+    """`resnets experiment NAME --budget full` in a child process, stopped at the time left, on the data its
+    claim is about: CIFAR-10 (the carried chunks) for the paper's CIFAR claims, else Fashion-MNIST."""
     out = work / f"experiment-{name}"
-    argv = ["-m", "resnets", "experiment", name, "--budget", sizes.experiment_budget,
-            "--device", str(device), "--out", str(out)] + (["--data-root", data_root] if data_root else [])  # fmt: skip
+    fashion, cifar = roots
+    data, root = (
+        ("cifar10", str(cifar_data(cifar, work))) if name in CIFAR_CLAIMS else ("fashion-mnist", fashion)
+    )
+    argv = ["-m", "resnets", "experiment", name, "--budget", sizes.experiment_budget, "--device", str(device),
+            "--out", str(out), "--data", data] + (["--data-root", root] if root else [])  # fmt: skip
     options = ExperimentOptions(
-        budget=sizes.experiment_budget, data_root=data_root, out=str(out), device=str(device)
+        budget=sizes.experiment_budget, data=data, data_root=root, out=str(out), device=str(device)
     )
     start = time.monotonic()
     try:
@@ -695,7 +713,8 @@ def main(argv: list[str] | None = None) -> int:
     suite.run("tta_cifar10", lambda: tta_cifar10(sizes, device, work, cifar, min(suite.left(), cifar_cap)))
     for name in sizes.experiments:
         suite.run(
-            f"experiment:{name}", lambda name=name: experiment(name, sizes, device, work, data, suite.left())
+            f"experiment:{name}",
+            lambda name=name: experiment(name, sizes, device, work, (data, cifar), suite.left()),
         )
     failed = [
         n for n, r in suite.result["steps"].items() if r["status"] == "error" or r.get("passed") is False
