@@ -177,3 +177,37 @@ def test_compiled_batch_sizes_only_while_the_reserve_is_left() -> None:
     late = gpu_suite.infer_throughput(sizes, cpu, 1.0, True, lambda: 59.0)
     assert late["rows"] == [] and late["headline"] == "no batch size fitted"
     assert [s.split(":")[0] for s in late["skipped"]] == ["batch 2", "batch 1"]
+
+
+def test_gpu_study_dry_run_stops_at_its_deadline_and_brings_back_what_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scripts/gpu_study.py on the CPU: the chunks stashed over two 'calls', one worker stopped at the
+    deadline mid-unit, its run folder brought back whole (to resume here), the epochs it gave counted, the
+    unit's commit the one given (the device's tree has no .git)."""
+    import gpu_study
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    png_tree(tmp_path / "png", {"train": 400, "test": 10})  # enough steps per epoch to outlast the deadline
+    packed = pack_cifar.pack(tmp_path / "png", tmp_path / "packed", 400, 10, chunk_mib=45)
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    for chunk in packed:  # one call each
+        (tmp_path / "call" / chunk.stem).mkdir(parents=True)
+        os.replace(chunk, tmp_path / "call" / chunk.stem / chunk.name)
+        assert gpu_study.main(["stash", str(tmp_path / "call" / chunk.stem), "--cache", str(cache)]) == 0
+    argv = ["train", "figure6", "--out", str(out), "--commit", "0123abc", "--chunks", str(len(packed)),
+            "--workers", "1", "--minutes", "0.4", "--arms", "cifar_resnet32", "--seeds", "1", "--device", "cpu",
+            "--cache", str(cache), "--stagger", "0"]  # fmt: skip
+    assert gpu_study.main(argv) == 0
+    result = json.loads((out / "throughput.json").read_text())
+    unit = result["units"]["cifar_resnet32-seed0"]
+    assert not unit["finished"] and 1 <= unit["epochs"] < 30 and result["epochs"] == unit["epochs"]
+    partial = out / "figure6" / "partial" / "cifar_resnet32-seed0"
+    state = torch.load(partial / "state.pt", weights_only=True)
+    assert state["epoch"] == unit["epochs"] and (partial / "config.json").is_file()
+    assert (out / "figure6" / "units" / "cifar_resnet20-seed0.json").is_file()  # the recorded ones, skipped
+    assert result["new_units"] == []
+    env = os.environ | {"RESNETS_SOURCE_COMMIT": "0123abc", "GIT_DIR": str(tmp_path / "no-git")}
+    code = "from resnets.provenance import git_state; print(git_state())"
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "('0123abc', None)"  # what the workers' units record as their commit

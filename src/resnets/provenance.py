@@ -3,6 +3,7 @@ the machine and the library versions. Experiment reports and benchmark results b
 
 from __future__ import annotations
 
+import os
 import platform
 import shlex
 import subprocess
@@ -24,14 +25,18 @@ def _git(*args: str) -> str:
     ).stdout.strip()
 
 
+SOURCE_COMMIT = "RESNETS_SOURCE_COMMIT"  # set where the tree is a copy without .git (a lent GPU machine)
+
+
 def git_state() -> tuple[str, bool | None]:
     """(HEAD's sha, whether tracked files differ from it) of the repository this package's source is part of;
-    ("unknown", None) without git, outside a checkout (an installed wheel or sdist) or on any git error."""
+    without git (a copied tree: a GPU machine gets the working tree, not .git) the commit its sender named in
+    $RESNETS_SOURCE_COMMIT, dirty unknown; else ("unknown", None), as outside a checkout or on a git error."""
     try:
         _git("ls-files", "--error-unmatch", "__init__.py")  # the package source is tracked by this repository
         return _git("rev-parse", "HEAD"), bool(_git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
-        return "unknown", None
+        return os.environ.get(SOURCE_COMMIT, "unknown"), None
 
 
 def versions() -> dict[str, str]:

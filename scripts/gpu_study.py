@@ -1,0 +1,177 @@
+"""A study's units on a lent GPU: several workers training at once, stopped at a deadline, every finished
+unit and every half-trained run folder brought back (the latter to be resumed on the CPU).
+
+A device call carries at most ~64 MiB and full CIFAR-10 packs to ~100 MiB, so the data goes over in two
+calls while the machine stays warm (it keeps ignored folders between calls). Commit first: the device gets
+the working tree without .git, and each unit names the commit given here.
+
+    # here
+    python scripts/pack_cifar.py ../shared/data/cifar10 gpu_data/cifar10 --train-per-class 5000 \\
+        --test-per-class 1000 --chunk-mib 55                              # two chunks
+    # device call 1 (carry gpu_data/cifar10/cifar10-0.npz.xz)
+    PYTHONPATH=src python scripts/gpu_study.py stash gpu_data/cifar10
+    # device call 2 (carry gpu_data/cifar10/cifar10-1.npz.xz)
+    PYTHONPATH=src python scripts/gpu_study.py stash gpu_data/cifar10 && PYTHONPATH=src python \\
+        scripts/gpu_study.py train figure6 --chunks 2 --workers 4 --minutes 8 --commit SHA --out $OUT
+    # here, after it: copy $OUT/figure6/units/*.json into docs/experiments/figure6/units/ and the folders in
+    # $OUT/figure6/partial/ into the study's work folder; `resnets study figure6 ... --mixed-commits` resumes them.
+
+Workers take the next unit nobody holds (the study runner's folder locks), so N workers share the missing
+units; throughput.json says how many epochs per minute N workers gave, to compare N against N on a later call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHUNKS = "cifar10-*.npz.xz"
+RUN_FILES = (
+    "config.json",
+    "runtime.json",
+    "state.pt",
+    "last.safetensors",
+    "best.safetensors",
+    "metrics.csv",
+    ".resnets-run.json",
+)  # fmt: skip (what a run folder needs to be resumed)
+
+
+def stash(carried: Path, cache: Path) -> int:
+    """Move this call's carried chunks into the cache, which outlives the call while the machine is warm."""
+    (cache / "chunks").mkdir(parents=True, exist_ok=True)
+    moved = [shutil.copy2(p, cache / "chunks" / p.name) for p in sorted(carried.glob(CHUNKS))]
+    print(
+        f"stashed {len(moved)} chunk(s); {len(list((cache / 'chunks').glob(CHUNKS)))} in {cache / 'chunks'}"
+    )
+    return 0
+
+
+def cifar(cache: Path, chunks: int) -> Path:
+    """CIFAR-10 unpacked once from the stashed chunks, all `chunks` of them (a missing one is named)."""
+    have = sorted((cache / "chunks").glob(CHUNKS))
+    if len(have) != chunks:
+        raise SystemExit(
+            f"{len(have)} of {chunks} chunks stashed in {cache / 'chunks'}: stash the others first"
+        )
+    if not (cache / "cifar10" / "cifar-10-batches-py").is_dir():
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from pack_cifar import unpack
+
+        unpack(cache / "chunks", cache / "cifar10")
+    return cache / "cifar10"
+
+
+def launch(args: argparse.Namespace, data: Path, out: Path) -> list[subprocess.Popen]:
+    """The workers, a few seconds apart so that each finds the previous one's unit locked."""
+    env = os.environ | {
+        "PYTHONPATH": str(ROOT / "src"),
+        "RESNETS_SOURCE_COMMIT": args.commit,
+        "GIT_DIR": str(out / "no-git"),
+    }  # fmt: skip (the commit is the one given: see above)
+    argv = [sys.executable, "-m", "resnets", "study", args.study, "--out", str(out), "--work", str(args.cache / "runs"),
+            "--data-root", str(data), "--device", args.device, "--mixed-commits"]  # fmt: skip
+    argv += (["--arms", args.arms] if args.arms else []) + (
+        ["--seeds", str(args.seeds)] if args.seeds else []
+    )
+    workers = []
+    for i in range(args.workers):
+        log = (out / f"worker-{i}.log").open("w")
+        workers.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+        time.sleep(args.stagger)
+    return workers
+
+
+def stop(workers: list[subprocess.Popen], deadline: float) -> None:
+    """Wait for the workers until the deadline, then stop them (a run folder keeps its last finished epoch)."""
+    while any(w.poll() is None for w in workers) and time.monotonic() < deadline:
+        time.sleep(1)
+    for w in workers:
+        if w.poll() is None:
+            w.send_signal(signal.SIGTERM)
+    for w in workers:
+        try:
+            w.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            w.kill()
+
+
+def bring_back(cache: Path, out: Path, minutes: float) -> dict:
+    """Copy the unfinished run folders to out/partial and measure the epochs per minute the workers gave."""
+    finished = {p.stem for p in (out / "units").glob("*.json")}
+    rows = {}
+    for run in sorted((cache / "runs").glob("*")):
+        metrics = run / "metrics.csv"
+        lines = metrics.read_text().splitlines()[1:] if metrics.is_file() else []
+        seconds = [float(line.rsplit(",", 1)[1]) for line in lines]
+        rows[run.name] = {"epochs": len(lines), "finished": run.name in finished,
+                          "median_epoch_seconds": statistics.median(seconds) if seconds else None}  # fmt: skip
+        if run.name not in finished and (run / "state.pt").is_file():
+            (out / "partial" / run.name).mkdir(parents=True, exist_ok=True)
+            for name in RUN_FILES:
+                if (run / name).is_file():
+                    shutil.copy2(run / name, out / "partial" / run.name / name)
+    total = sum(r["epochs"] for r in rows.values())
+    return {
+        "minutes": minutes,
+        "epochs": total,
+        "epochs_per_minute": total / max(minutes, 1e-9),
+        "units": rows,
+    }
+
+
+def train(args: argparse.Namespace) -> int:
+    start = time.monotonic()
+    data = cifar(args.cache, args.chunks)
+    out = args.out / args.study
+    recorded = ROOT / "docs" / "experiments" / args.study / "units"  # finished units are skipped, not redone
+    if recorded.is_dir():
+        shutil.copytree(recorded, out / "units", dirs_exist_ok=True)
+    before = {p.name for p in (out / "units").glob("*.json")}
+    deadline = start + 60 * args.minutes
+    stop(launch(args, data, out), deadline)
+    result = bring_back(args.cache, out, (time.monotonic() - start) / 60)
+    result |= {"workers": args.workers, "device": args.device, "new_units": sorted(
+        p.name for p in (out / "units").glob("*.json") if p.name not in before)}  # fmt: skip
+    (args.out / "throughput.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "units"}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="step", required=True)
+    s = sub.add_parser("stash", help="keep this call's chunks for the next call")
+    s.add_argument("carried", type=Path, help="the carried folder of pack_cifar.py chunks")
+    t = sub.add_parser("train", help="unpack, train the study's missing units in parallel, bring them back")
+    t.add_argument("study", help="a study's name (figure6, shortcuts, ...)")
+    t.add_argument(
+        "--out", type=Path, required=True, help="$OUT: units, partial run folders, throughput.json"
+    )
+    t.add_argument("--commit", required=True, help="the commit the copied tree is (git rev-parse HEAD here)")
+    t.add_argument("--chunks", type=int, required=True, help="how many chunks pack_cifar.py made")
+    t.add_argument("--workers", type=int, default=4, help="units trained at once (default 4)")
+    t.add_argument("--minutes", type=float, default=8.0, help="stop the workers after this long (default 8)")
+    t.add_argument("--arms", default=None, help="comma-separated arms (default: all)")
+    t.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the study's)")
+    t.add_argument("--device", default="cuda", help="cuda (default); cpu for a dry run")
+    t.add_argument("--stagger", type=float, default=5.0, help="seconds between worker starts (default 5)")
+    for p in (s, t):
+        p.add_argument(
+            "--cache", type=Path, default=ROOT / "gpu_cache", help="kept between calls (git-ignored)"
+        )
+    args = parser.parse_args(argv)
+    return stash(args.carried, args.cache) if args.step == "stash" else train(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
