@@ -313,12 +313,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    """Training-step and inference throughput, ours vs torchvision vs ONNX Runtime, against the matmul peak."""
+    """Training-step and inference throughput, ours vs torchvision vs ONNX Runtime, against the matmul peak:
+    of zoo models, or of the model a run trained, at the input it recorded (flags override)."""
     import json
 
     from .bench import BenchConfig, format_report, run_benchmark
     from .files import atomic_write_text
 
+    if args.run is not None and (args.models is not None or args.cifar_models is not None):
+        raise ValueError("give a run or --models/--cifar-models, not both: a run times its own model")
     chosen = {k: v for k, v in vars(args).items() if k in BenchConfig.__dataclass_fields__ and v is not None}
     for key in ("models", "cifar_models", "runtimes"):
         if key in chosen:
@@ -582,12 +585,16 @@ def add_export_command(add: Callable[[str, str], argparse.ArgumentParser]) -> No
 
 def add_benchmark_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = add("benchmark", "training and inference throughput vs torchvision, ONNX Runtime and the matmul peak")
+    p.add_argument("run", nargs="?", default=None,
+                   help="a run folder or its weights file: time that trained model (its architecture, head, "
+                   "channels and image size) instead of zoo models")  # fmt: skip
     p.add_argument("--models", nargs="+", default=None, help="ImageNet nets (default: resnet18 resnet50)")
     p.add_argument("--cifar-models", nargs="*", default=None, help="default: cifar_resnet20 cifar_resnet56")
     p.add_argument(
         "--batch-size", type=positive_int, default=None, help="default 32 (training and inference)"
     )
-    p.add_argument("--image-size", type=positive_int, default=None, help="default 224")
+    p.add_argument("--image-size", type=positive_int, default=None,
+                   help="input side (default 224, CIFAR nets their own; a run: the size it recorded)")  # fmt: skip
     p.add_argument("--cifar-batch-size", type=positive_int, default=None, help="default 128")
     p.add_argument("--warmup", type=non_negative_int, default=None, help="default 2")
     p.add_argument("--repeats", type=positive_int, default=None, help="default 5 (the median is reported)")

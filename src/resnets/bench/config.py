@@ -12,10 +12,12 @@ from ..timing import median_seconds_each
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Models, sizes and timing for one run; the defaults are the full benchmark."""
+    """Models, sizes and timing for one benchmark; the defaults are the full benchmark. With `run`, the net
+    timed is that run's model (`models` and `cifar_models` are not), at its recorded input unless
+    `image_size` is given."""
 
     models: tuple[str, ...] = ("resnet18", "resnet50")  # ImageNet nets, compared with torchvision's
-    image_size: int = 224
+    image_size: int | None = None  # None: 224 (CIFAR-stem zoo nets: their own), or the run's crop
     batch_size: int = 32  # training batch of the ImageNet nets, and the inference throughput batch
     cifar_models: tuple[str, ...] = ("cifar_resnet20", "cifar_resnet56")  # naive vs fast training
     cifar_batch_size: int = 128
@@ -27,6 +29,7 @@ class BenchConfig:
     training: bool = True  # False: inference only
     device: str = "cpu"
     threads: int | None = None  # CPU threads; None = every core (fewer if other jobs load the machine)
+    run: str | None = None  # a run folder or its weights file: time that trained model instead of `models`
 
     @classmethod
     def quick(cls, **changes: object) -> BenchConfig:

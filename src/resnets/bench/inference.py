@@ -5,7 +5,7 @@ OpenVINO on the same ONNX export as a peer, and bf16 where the device runs it na
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ from ..deploy import fuse_bn, prepare_for_inference
 from ..deploy.runtimes import PeerRuntime, Session, choose_runtime
 from ..machine import bf16_native
 from .config import Context
-from .models import input_side, macs_per_image, ours, torchvision_twin
+from .models import Net, macs_per_image, net_fields, ours, torchvision_twin
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -54,12 +54,12 @@ def _deploy(model: torch.nn.Module, runtime: str) -> Runner:
     return prepare_for_inference(model, runtime=runtime)
 
 
-def _candidates(ctx: Context, name: str) -> list[tuple[str, str, Runner]]:
-    """(impl, precision, callable) for each way of running `name` on this device."""
+def _candidates(ctx: Context, net: Net) -> list[tuple[str, str, Runner]]:
+    """(impl, precision, callable) for each way of running `net` on this device."""
     device = ctx.device
-    model = ours(name).to(device).eval()
+    model = ours(net).to(device).eval()
     found: list[tuple[str, str, Runner]] = [("ours-eager", "fp32", model)]
-    twin = torchvision_twin(name)
+    twin = torchvision_twin(net)
     if twin is not None:
         found.append(("torchvision-eager", "fp32", twin.to(device).eval()))
     for runtime in _runtimes(ctx):
@@ -70,31 +70,30 @@ def _candidates(ctx: Context, name: str) -> list[tuple[str, str, Runner]]:
     return found
 
 
-def inference_rows(ctx: Context) -> list[dict]:
-    """One row per model, implementation and batch size (the throughput batch, then 1 for latency); the row
+def inference_rows(ctx: Context, nets: Sequence[Net]) -> list[dict]:
+    """One row per net, implementation and batch size (the throughput batch, then 1 for latency); the row
     of the runtime `prepare_for_inference` picks by default is marked `default`."""
     c = ctx.config
     default = f"deploy-{choose_runtime('auto', 'fp32', ctx.device)}"
     rows = []
-    for name in c.models + c.cifar_models:
-        side = input_side(name, c.image_size)
-        macs = macs_per_image(name, side)
-        candidates = _candidates(ctx, name)
+    for net in nets:
+        macs = macs_per_image(net)
+        candidates = _candidates(ctx, net)
         for batch in (c.batch_size, 1):
-            x = torch.randn(batch, 3, side, side, device=ctx.device)
+            x = net.inputs(batch, ctx.device)
             with torch.inference_mode():  # all ways of running it, timed interleaved
                 times = ctx.time_each([lambda run=run, x=x: run(x) for _, _, run in candidates])
             for (impl, precision, _), seconds in zip(candidates, times, strict=True):
                 rows.append(
                     {
-                        "model": name,
+                        **net_fields(net),
                         "impl": impl,
                         "precision": precision,
                         "default": impl == default and precision == "fp32",
                         "batch_size": batch,
-                        "image_size": side,
                         "images_per_s": batch / seconds,
                         "latency_ms": seconds * 1e3,
+                        "gmacs_per_image": macs / 1e9,
                         "fraction_of_peak": ctx.fraction_of_peak(macs, batch / seconds, precision, passes=1),
                     }
                 )

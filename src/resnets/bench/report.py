@@ -43,6 +43,16 @@ def _inference_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _run_line(result: dict) -> list[str]:
+    """For a benchmarked run: which model and weights were timed, at what input (none for zoo nets)."""
+    run = result["config"].get("run")
+    if run is None or not result["inference"]:
+        return []
+    r = result["inference"][0]
+    h, w = r["image_size"] if isinstance(r["image_size"], list) else (r["image_size"],) * 2
+    return [f"run {run}: {r['model']} ({r['weights']}), input {r['channels']} x {h} x {w}"]
+
+
 def format_report(result: dict) -> str:
     """Machine, ceilings, training and inference tables as plain text."""
     m = result["machine"]
@@ -56,6 +66,7 @@ def format_report(result: dict) -> str:
         + f", torch {m['torch']}",
         f"matmul ceiling ({result['config']['matmul_size']}^2): {ceilings}",
         f"load average (1, 5, 15 min) before: {_loads(load['before'])}, after: {_loads(load['after'])}",
+        *_run_line(result),
         "",
         "training step (speed-up vs torchvision, or vs our fp32 NCHW for nets torchvision lacks)",
     ]

@@ -11,6 +11,7 @@ from ..provenance import invocation, provenance
 from ..timing import median_seconds
 from .config import BenchConfig, Context
 from .inference import inference_rows
+from .models import nets_under_test
 from .training import training_rows
 
 
@@ -52,13 +53,14 @@ def run_benchmark(config: BenchConfig) -> dict:
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' asked for but CUDA is not available")
+    nets = nets_under_test(config)  # before any timing: a bad run fails at once
     previous_threads = torch.get_num_threads()
     set_threads(config.threads)
     try:
         load_before = load_average()
         ctx = Context(config, device, measure_ceilings(config, device))
-        training = training_rows(ctx) if config.training else []
-        inference = inference_rows(ctx)
+        training = training_rows(ctx, nets) if config.training else []
+        inference = inference_rows(ctx, nets)
         return {
             "provenance": provenance(invocation(), device),  # commit, dirty tree, command, machine, versions
             "machine": describe(device),
