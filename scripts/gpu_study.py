@@ -14,7 +14,7 @@ the working tree without .git, and each unit names the commit given here.
     PYTHONPATH=src python scripts/gpu_study.py stash gpu_data/cifar10 && PYTHONPATH=src python \\
         scripts/gpu_study.py train figure6 --chunks 2 --workers 4 --minutes 8 --commit SHA --out $OUT
     # here, after it: copy $OUT/figure6/units/*.json into docs/experiments/figure6/units/ and the folders in
-    # $OUT/figure6/partial/ into the study's work folder; `resnets study figure6 ... --mixed-commits` resumes them.
+    # $OUT/figure6/parked/ into docs/experiments/figure6/parked/ and commit: any worker resumes them from there.
 
 Workers take the next unit nobody holds (the study runner's folder locks), so N workers share the missing
 units; throughput.json says how many epochs per minute N workers gave, to compare N against N on a later call.
@@ -35,15 +35,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUNKS = "cifar10-*.npz.xz"
-RUN_FILES = (
-    "config.json",
-    "runtime.json",
-    "state.pt",
-    "last.safetensors",
-    "best.safetensors",
-    "metrics.csv",
-    ".resnets-run.json",
-)  # fmt: skip (what a run folder needs to be resumed)
 
 
 def stash(carried: Path, cache: Path) -> int:
@@ -71,15 +62,21 @@ def cifar(cache: Path, chunks: int) -> Path:
     return cache / "cifar10"
 
 
-def launch(args: argparse.Namespace, data: Path, out: Path) -> list[subprocess.Popen]:
-    """The workers, a few seconds apart so that each finds the previous one's unit locked."""
+def study_command(args: argparse.Namespace, out: Path) -> tuple[list[str], dict[str, str]]:
+    """`resnets study` on this study's folders, from the source tree, naming the given commit."""
     env = os.environ | {
         "PYTHONPATH": str(ROOT / "src"),
         "RESNETS_SOURCE_COMMIT": args.commit,
         "GIT_DIR": str(out / "no-git"),
     }  # fmt: skip (the commit is the one given: see above)
-    argv = [sys.executable, "-m", "resnets", "study", args.study, "--out", str(out), "--work", str(args.cache / "runs"),
-            "--data-root", str(data), "--device", args.device, "--mixed-commits"]  # fmt: skip
+    return [sys.executable, "-m", "resnets", "study", args.study, "--out", str(out), "--work",
+            str(args.cache / "runs")], env  # fmt: skip
+
+
+def launch(args: argparse.Namespace, data: Path, out: Path) -> list[subprocess.Popen]:
+    """The workers, a few seconds apart so that each finds the previous one's unit locked."""
+    argv, env = study_command(args, out)
+    argv += ["--data-root", str(data), "--device", args.device, "--mixed-commits"]
     argv += (["--arms", args.arms] if args.arms else []) + (
         ["--seeds", str(args.seeds)] if args.seeds else []
     )
@@ -105,9 +102,11 @@ def stop(workers: list[subprocess.Popen], deadline: float) -> None:
             w.kill()
 
 
-def bring_back(cache: Path, out: Path, minutes: float) -> dict:
-    """Copy the unfinished run folders to out/partial and measure the epochs per minute the workers gave."""
-    finished = {p.stem for p in (out / "units").glob("*.json")}
+def bring_back(args: argparse.Namespace, out: Path, minutes: float) -> dict:
+    """Park the unfinished units in out/parked and measure the epochs per minute the workers gave."""
+    argv, env = study_command(args, out)
+    subprocess.run(argv + ["--park"], env=env, cwd=ROOT, check=True)
+    cache, finished = args.cache, {p.stem for p in (out / "units").glob("*.json")}
     rows = {}
     for run in sorted((cache / "runs").glob("*")):
         metrics = run / "metrics.csv"
@@ -115,11 +114,6 @@ def bring_back(cache: Path, out: Path, minutes: float) -> dict:
         seconds = [float(line.rsplit(",", 1)[1]) for line in lines]
         rows[run.name] = {"epochs": len(lines), "finished": run.name in finished,
                           "median_epoch_seconds": statistics.median(seconds) if seconds else None}  # fmt: skip
-        if run.name not in finished and (run / "state.pt").is_file():
-            (out / "partial" / run.name).mkdir(parents=True, exist_ok=True)
-            for name in RUN_FILES:
-                if (run / name).is_file():
-                    shutil.copy2(run / name, out / "partial" / run.name / name)
     total = sum(r["epochs"] for r in rows.values())
     return {
         "minutes": minutes,
@@ -133,13 +127,14 @@ def train(args: argparse.Namespace) -> int:
     start = time.monotonic()
     data = cifar(args.cache, args.chunks)
     out = args.out / args.study
-    recorded = ROOT / "docs" / "experiments" / args.study / "units"  # finished units are skipped, not redone
-    if recorded.is_dir():
-        shutil.copytree(recorded, out / "units", dirs_exist_ok=True)
+    recorded = args.recorded or ROOT / "docs" / "experiments" / args.study
+    for kept in ("units", "parked"):
+        if (recorded / kept).is_dir():
+            shutil.copytree(recorded / kept, out / kept, dirs_exist_ok=True)
     before = {p.name for p in (out / "units").glob("*.json")}
     deadline = start + 60 * args.minutes
     stop(launch(args, data, out), deadline)
-    result = bring_back(args.cache, out, (time.monotonic() - start) / 60)
+    result = bring_back(args, out, (time.monotonic() - start) / 60)
     result |= {"workers": args.workers, "device": args.device, "new_units": sorted(
         p.name for p in (out / "units").glob("*.json") if p.name not in before)}  # fmt: skip
     (args.out / "throughput.json").write_text(json.dumps(result, indent=1))
@@ -154,15 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("carried", type=Path, help="the carried folder of pack_cifar.py chunks")
     t = sub.add_parser("train", help="unpack, train the study's missing units in parallel, bring them back")
     t.add_argument("study", help="a study's name (figure6, shortcuts, ...)")
-    t.add_argument(
-        "--out", type=Path, required=True, help="$OUT: units, partial run folders, throughput.json"
-    )
+    t.add_argument("--out", type=Path, required=True, help="$OUT: units, parked units, throughput.json")
     t.add_argument("--commit", required=True, help="the commit the copied tree is (git rev-parse HEAD here)")
     t.add_argument("--chunks", type=int, required=True, help="how many chunks pack_cifar.py made")
     t.add_argument("--workers", type=int, default=4, help="units trained at once (default 4)")
     t.add_argument("--minutes", type=float, default=8.0, help="stop the workers after this long (default 8)")
     t.add_argument("--arms", default=None, help="comma-separated arms (default: all)")
     t.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the study's)")
+    t.add_argument("--recorded", type=Path, default=None, help="the study's committed folder: its units are "
+                   "skipped, its parked units resumed (default: docs/experiments/STUDY)")  # fmt: skip
     t.add_argument("--device", default="cuda", help="cuda (default); cpu for a dry run")
     t.add_argument("--stagger", type=float, default=5.0, help="seconds between worker starts (default 5)")
     for p in (s, t):

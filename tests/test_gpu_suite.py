@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from resnets.data import load_dataset
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 FASHION = Path(__file__).parent / "fixtures" / "fashion-mnist"
+FIGURE6_UNITS = Path(__file__).resolve().parent.parent / "docs" / "experiments" / "figure6" / "units"
 sys.path.insert(0, str(SCRIPTS))
 
 import gpu_suite  # noqa: E402 (a script, importable once scripts/ is on the path)
@@ -183,7 +185,7 @@ def test_gpu_study_dry_run_stops_at_its_deadline_and_brings_back_what_ran(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """scripts/gpu_study.py on the CPU: the chunks stashed over two 'calls', one worker stopped at the
-    deadline mid-unit, its run folder brought back whole (to resume here), the epochs it gave counted, the
+    deadline mid-unit and parked (to be resumed here), the epochs it gave counted, the
     unit's commit the one given (the device's tree has no .git)."""
     import gpu_study
 
@@ -195,16 +197,20 @@ def test_gpu_study_dry_run_stops_at_its_deadline_and_brings_back_what_ran(
         (tmp_path / "call" / chunk.stem).mkdir(parents=True)
         os.replace(chunk, tmp_path / "call" / chunk.stem / chunk.name)
         assert gpu_study.main(["stash", str(tmp_path / "call" / chunk.stem), "--cache", str(cache)]) == 0
+    recorded = tmp_path / "recorded"  # what is committed: one finished unit, none parked
+    (recorded / "units").mkdir(parents=True)
+    shutil.copy(FIGURE6_UNITS / "cifar_resnet20-seed0.json", recorded / "units")
     argv = ["train", "figure6", "--out", str(out), "--commit", "0123abc", "--chunks", str(len(packed)),
             "--workers", "1", "--minutes", "0.4", "--arms", "cifar_resnet32", "--seeds", "1", "--device", "cpu",
-            "--cache", str(cache), "--stagger", "0"]  # fmt: skip
+            "--cache", str(cache), "--stagger", "0", "--recorded", str(recorded)]  # fmt: skip
     assert gpu_study.main(argv) == 0
     result = json.loads((out / "throughput.json").read_text())
     unit = result["units"]["cifar_resnet32-seed0"]
     assert not unit["finished"] and 1 <= unit["epochs"] < 30 and result["epochs"] == unit["epochs"]
-    partial = out / "figure6" / "partial" / "cifar_resnet32-seed0"
-    state = torch.load(partial / "state.pt", weights_only=True)
-    assert state["epoch"] == unit["epochs"] and (partial / "config.json").is_file()
+    parked = out / "figure6" / "parked" / "cifar_resnet32-seed0"  # to commit: any later worker resumes it
+    state = torch.load(parked / "state.pt", weights_only=True)
+    assert state["epoch"] == unit["epochs"] and (parked / "config.json").is_file()
+    assert json.loads((parked / "parked.json").read_text())["epoch"] == unit["epochs"]
     assert (out / "figure6" / "units" / "cifar_resnet20-seed0.json").is_file()  # the recorded ones, skipped
     assert result["new_units"] == []
     env = os.environ | {"RESNETS_SOURCE_COMMIT": "0123abc", "GIT_DIR": str(tmp_path / "no-git")}

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from resnets.experiments.studies import STUDIES, run_study, where
+from resnets.experiments.studies import STUDIES, park, run_study, where
 from resnets.experiments.studies import runner as runner_module
 from resnets.experiments.studies.figure6 import FIGURE6, NETS
 from resnets.experiments.studies.stats import INCONCLUSIVE, REFUTES, SUPPORTS, lower, within
+from resnets.train import run as run_module
 
 CIFAR = Path(__file__).parent / "fixtures" / "cifar10"
 TINY = {"epochs": 1, "limit": 40, "test_limit": 30, "batch_size": 20}
@@ -60,6 +61,45 @@ def test_units_are_recorded_skipped_when_done_and_reported_when_partial(
         "cifar_resnet20-seed0", "cifar_plain20-seed1", "cifar_resnet20-seed1"]  # fmt: skip
     assert (place.units / units[0]).stat().st_mtime_ns == before  # the finished unit was not trained again
     assert "4 of 4 units recorded; none missing" in (place.out / "report.md").read_text()
+
+
+def test_a_parked_unit_resumes_on_another_machine_as_if_never_stopped(
+    tmp_path: Path, commit: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unit killed after epoch 1 of 2 is parked, its work folder is lost (a new session), and the next worker
+    resumes the parked copy: the record equals an uninterrupted unit's and the parked copy goes."""
+    study = replace(tiny(arms=("cifar_plain20",)), recipe={**tiny().recipe, "epochs": 2, "precision": "fp32",
+                                                          "compile": False}, seeds=1)  # fmt: skip
+    whole = folders(tmp_path / "whole")
+    run_study(study, whole, log=lambda _: None)
+    expected = json.loads((whole.units / "cifar_plain20-seed0.json").read_text())
+
+    place, checked = folders(tmp_path / "split"), run_module.check_finite
+
+    def killed_in_epoch_2(run, epoch, row):  # noqa: ANN001, ANN202
+        if epoch == 2:
+            raise KeyboardInterrupt  # the session ends
+        checked(run, epoch, row)
+
+    monkeypatch.setattr(run_module, "check_finite", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, place, log=lambda _: None)
+    assert park(study, place) == [
+        f"cifar_plain20-seed0: parked after epoch 1 of 2 in {place.parked / 'cifar_plain20-seed0'}"
+    ]
+    run_study(study, place, max_units=0)
+    assert "missing: cifar_plain20-seed0 (parked after epoch 1 of 2)" in (place.out / "report.md").read_text()
+    shutil.rmtree(place.work)  # the work folder did not outlive the session
+    monkeypatch.setattr(run_module, "check_finite", checked)
+
+    trained = []
+    run_study(study, place, log=trained.append)
+    record = json.loads((place.units / "cifar_plain20-seed0.json").read_text())
+    assert record["resumed_after_epoch"] == 1 and expected["resumed_after_epoch"] == 0
+    assert record["test"] == expected["test"]
+    assert [e["train_loss"] for e in record["epochs"]] == [e["train_loss"] for e in expected["epochs"]]
+    assert not place.parked.joinpath("cifar_plain20-seed0").exists()
+    assert park(study, place) == []  # nothing unfinished is left to park
 
 
 def test_figure7_reports_on_figure6s_units_and_trains_nothing(tmp_path: Path, commit: list[str]) -> None:

@@ -349,9 +349,13 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 def cmd_study(args: argparse.Namespace) -> int:
     """Train a full-scale study's missing units (each recorded as it finishes) and rewrite its report."""
-    from .experiments.studies import STUDIES, run_study, where
+    from .experiments.studies import STUDIES, park, run_study, where
 
     folders = where(args.name, args.out, args.work, args.data_root, args.device)
+    if args.park:
+        lines = park(STUDIES[args.name], folders)
+        print("\n".join(lines) or f"{args.name}: no unfinished unit with a checkpoint in {folders.work}")
+        return 0
     arms = [a for a in (args.arms or "").split(",") if a]
     report = run_study(STUDIES[args.name], folders, seeds=args.seeds, arms=arms,
                        max_units=0 if args.report_only else args.max_units, threads=args.threads,
@@ -653,6 +657,9 @@ def add_study_command(add: Callable[[str, str], argparse.ArgumentParser]) -> Non
     p.add_argument(
         "--report-only", action="store_true", help="only rewrite the report from the recorded units"
     )
+    p.add_argument("--park", action="store_true",
+                   help="copy the unfinished units' checkpoints from the work folder to OUT/parked/ (commit them "
+                        "with the units: a later session or machine resumes them), then exit")  # fmt: skip
     p.add_argument("--mixed-commits", action="store_true",
                    help="add units although the recorded ones ran at another commit (the report lists each)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .figure6 import FIGURE6, FIGURE7
 from .recipes import D2L, FASTBOOK, SHORTCUTS, XRAY
-from .runner import Study, Where, run_study
+from .runner import Study, Where, park, run_study
 
 STUDIES: dict[str, Study] = {s.name: s for s in (FIGURE6, FIGURE7, SHORTCUTS, D2L, FASTBOOK, XRAY)}
 
@@ -23,4 +23,4 @@ def where(name: str, out: str | None, work: str | None, data_root: str | None, d
     return Where(folder, Path(work) if work else folder / "runs", data_root, device, units)
 
 
-__all__ = ["STUDIES", "Study", "Where", "run_study", "where"]
+__all__ = ["STUDIES", "Study", "Where", "park", "run_study", "where"]

@@ -12,23 +12,32 @@ Design rules:
 - Units made at another commit than the ones already recorded are refused unless `mixed_commits` is set,
   and then the report lists every commit.
 - The report is regenerated from the units that exist and says how many are missing.
+- A work folder rarely outlives a session or a machine, so a half-trained unit can be parked: its resumable
+  files copied to `parked/<unit>/` beside `units/` and committed with them. A worker that finds a parked unit
+  and no run folder of its own resumes the parked one; the parked copy goes when the unit's record is written.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...files import atomic_write_text
+from ...files import atomic_write, atomic_write_text
 from ...machine import set_threads
 from ...provenance import generated_by, git_state, invocation, provenance
 from ...train import History, TrainConfig, fit
-from ...train.folder import FolderInUse
+from ...train.checkpoint import STATE_FILE, load_state
+from ...train.folder import BEST, CONFIG, RUNTIME, FolderInUse
+
+# what resuming a unit needs, state last (a unit with its state parked is whole); best only where validation selects
+PARKED_FILES = (CONFIG, RUNTIME, BEST, STATE_FILE)
+PARKED_NOTE = "parked.json"
 
 # settings that make a unit's numbers what they are; speed knobs (precision, layout, compile), paths and
 # logging are recorded in the unit's `runtime` but do not define it
@@ -120,6 +129,10 @@ class Where:
     def units(self) -> Path:
         return self.units_dir or self.out / "units"
 
+    @property
+    def parked(self) -> Path:
+        return self.units.parent / "parked"
+
 
 def unit_path(where: Where, unit: Unit) -> Path:
     return where.units / f"{unit.name}.json"
@@ -173,8 +186,9 @@ def train_unit(study: Study, unit: Unit, where: Where, threads: int | None) -> d
     values = {**study.recipe, **unit.arm.changes, "seed": unit.seed, "out": str(run_dir),
               "data_root": where.data_root, "device": where.device, "quiet": True, "workers": 0}  # fmt: skip
     started = time.time()
+    resumed = unpark(where, unit)
     try:
-        if (run_dir / "state.pt").is_file():
+        if (run_dir / STATE_FILE).is_file():
             history = fit(resume=run_dir, changes={"data_root": where.data_root, "device": where.device})
         else:  # a new unit, or one killed before its first checkpoint: the folder is the runner's own
             history = fit(TrainConfig.from_dict(values), overwrite=True)
@@ -189,9 +203,61 @@ def train_unit(study: Study, unit: Unit, where: Where, threads: int | None) -> d
         "runtime": json.loads((run_dir / "runtime.json").read_text()),
         "measured": study.measure(history) if study.measure else {},
         "source": provenance(invocation(), next(history.model.parameters()).device) | source_state(),
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "threads": threads,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "threads": threads, "resumed_after_epoch": resumed,
     }  # fmt: skip
     return record
+
+
+def park(study: Study, where: Where) -> list[str]:
+    """Copy each unfinished unit's resumable files from its run folder to `parked/<unit>/` (to be committed
+    with the units: the next session or machine resumes there); returns a line per parked unit."""
+    done = {r["unit"] for r in read_units(study, where)}
+    lines = []
+    for run_dir in sorted(where.work.glob("*-seed*")):
+        unit, parked = unit_named(study, run_dir.name), where.parked / run_dir.name
+        if unit is None or unit.name in done or not (run_dir / STATE_FILE).is_file():
+            continue
+        parked.mkdir(parents=True, exist_ok=True)
+        for name in PARKED_FILES:  # each copy is atomic, and a worker replaces state.pt atomically
+            if (run_dir / name).is_file():
+                atomic_write(parked / name, lambda tmp, src=run_dir / name: shutil.copyfile(src, tmp))
+        state = load_state(parked)
+        note = {"epoch": state["epoch"], "epochs": study.settings(unit)["epochs"],
+                "train_seconds": round(sum(float(e["seconds"]) for e in state["history"]), 1),
+                "parked": time.strftime("%Y-%m-%d %H:%M:%S %Z")}  # fmt: skip
+        atomic_write_text(parked / PARKED_NOTE, json.dumps(note, indent=1) + "\n")
+        lines.append(f"{unit.name}: parked after epoch {note['epoch']} of {note['epochs']} in {parked}")
+    return lines
+
+
+def unpark(where: Where, unit: Unit) -> int:
+    """Put a parked unit's files into its run folder when the parked copy has trained further than the folder
+    (a folder of another session is usually gone); returns the epoch the unit resumes after (0: afresh)."""
+    run_dir, parked = where.work / unit.name, where.parked / unit.name
+    if epoch_of(parked) > epoch_of(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in PARKED_FILES:
+            if (parked / name).is_file():
+                atomic_write(run_dir / name, lambda tmp, src=parked / name: shutil.copyfile(src, tmp))
+    return epoch_of(run_dir)
+
+
+def epoch_of(folder: Path) -> int:
+    """The last epoch whose checkpoint `folder` holds (0: none)."""
+    return int(load_state(folder)["epoch"]) if (folder / STATE_FILE).is_file() else 0
+
+
+def unit_named(study: Study, name: str) -> Unit | None:
+    """The unit a run folder or record is named after (`<arm>-seed<N>`), or None if `study` has no such arm."""
+    label, _, seed = name.rpartition("-seed")
+    arm = next((a for a in study.arms if a.label == label), None)
+    return Unit(arm, int(seed)) if arm is not None and seed.isdigit() else None
+
+
+def parked_units(where: Where) -> dict[str, dict[str, Any]]:
+    """The parked units' notes (epoch reached, epochs planned, when), by unit name."""
+    notes = sorted(where.parked.glob(f"*/{PARKED_NOTE}"))
+    return {n.parent.name: json.loads(n.read_text()) for n in notes}
 
 
 def source_state() -> dict[str, Any]:
@@ -224,6 +290,8 @@ def run_study(
                          f"(run that one to add units)")  # fmt: skip
     done = {r["unit"] for r in records}
     todo = [u for u in study.units(seeds, arms) if u.name not in done]
+    parked = parked_units(where)
+    todo.sort(key=lambda u: u.name not in parked)  # half-trained units first
     if max_units is not None:
         todo = todo[:max_units]
     if todo:
@@ -238,6 +306,7 @@ def run_study(
             log(f"{study.name}: {unit.name} is being trained by another worker; skipped")
             continue
         atomic_write_text(unit_path(where, unit), json.dumps(record, indent=1) + "\n")
+        shutil.rmtree(where.parked / unit.name, ignore_errors=True)  # the record supersedes the parked copy
         acc = record["test"]["accuracy"]
         log(
             f"{study.name}: {unit.name} test accuracy {100 * acc:.2f}% in {record['wall_seconds'] / 60:.1f} min"
@@ -257,13 +326,14 @@ def write_report(study: Study, where: Where, records: list[dict[str, Any]], seed
     for name, content in report.files.items():
         path = where.out / name
         if isinstance(content, bytes):
-            from ...files import atomic_write
-
             atomic_write(path, lambda tmp, data=content: tmp.write_bytes(data))
         else:
             atomic_write_text(path, content)
+    parked = parked_units(where)
+    missing = [m + (f" (parked after epoch {parked[m]['epoch']} of {parked[m]['epochs']})" if m in parked else "")
+               for m in results.missing]  # fmt: skip
     status = (f"{len(records)} of {len(planned)} units recorded"
-              + (f"; missing: {', '.join(results.missing)}" if results.missing else "; none missing"))  # fmt: skip
+              + (f"; missing: {', '.join(missing)}" if missing else "; none missing"))  # fmt: skip
     text = (
         f"# {study.title}\n\n_{generated_by(regenerated_source())}_\n\n**Claim.** {study.claim}\n\n"
         f"**Verdict: {report.verdict}.** {report.reasons}\n\n**Status.** {status}.\n\n"
@@ -334,13 +404,17 @@ def provenance_text(records: list[dict[str, Any]]) -> str:
     commits = sorted({r["source"]["commit"] for r in records})
     head = (f"Units from {len(commits)} commits: {', '.join(c[:10] for c in commits)} (mixed on purpose: "
             "`--mixed-commits`)." if len(commits) > 1 else f"Every unit ran at commit `{commits[0]}`.")  # fmt: skip
-    rows = ["| unit | commit | machine | versions | minutes | finished |", "|---|---|---|---|---|---|"]
+    rows = [
+        "| unit | commit | machine | versions | training minutes | finished |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in sorted(records, key=lambda r: r["unit"]):
         s, m = r["source"], r["source"]["machine"]
         where = m.get("gpu") or f"{m['cpu']}, {r['runtime'].get('cpu_threads')} thread(s)"
         libs = ", ".join(f"{k} {v}" for k, v in s["versions"].items() if k in ("torch", "torchvision"))
-        rows.append(f"| {r['unit']} | {s['commit'][:10]} | {where} | {libs} | {r['wall_seconds'] / 60:.1f} | "
-                    f"{r['finished']} |")  # fmt: skip
+        resumed = f" (resumed after epoch {r['resumed_after_epoch']})" if r.get("resumed_after_epoch") else ""
+        rows.append(f"| {r['unit']} | {s['commit'][:10]} | {where} | {libs} | {r['train_seconds'] / 60:.1f} | "
+                    f"{r['finished']}{resumed} |")  # fmt: skip
     commands = sorted({r["source"]["command"] for r in records})
     return (f"## Provenance\n\n{head} Commands: " + "; ".join(f"`{c}`" for c in commands) + "\n\n"
             + "\n".join(rows) + "\n")  # fmt: skip
