@@ -40,13 +40,14 @@ test-slow: $(VENV)/.installed
 	$(VENV)/bin/pytest -q -m slow
 
 # Every experiment at the cpu budget (about 30 minutes each on 2 cores, 3 seeds), each report rebuilt in
-# docs/experiments/NAME. CIFAR-10 is found through RESNETS_DATA (a folder holding cifar10/), e.g.
+# docs/experiments/smoke/NAME (smoke runs: the full-scale studies are `resnets study`). CIFAR-10 is found
+# through RESNETS_DATA (a folder holding cifar10/), e.g.
 # `make experiments RESNETS_DATA=/data`; EXPERIMENT_FLAGS adds options (e.g. --threads 1 on a busy machine).
 EXPERIMENTS := gradients degradation responses resolution complexity variants shortcuts
 EXPERIMENT_FLAGS ?=
 experiments: $(VENV)/.installed
 	for name in $(EXPERIMENTS); do \
-		$(VENV)/bin/resnets experiment $$name --budget cpu --out docs/experiments/$$name $(EXPERIMENT_FLAGS) || exit 1; \
+		$(VENV)/bin/resnets experiment $$name --budget cpu --out docs/experiments/smoke/$$name $(EXPERIMENT_FLAGS) || exit 1; \
 	done
 
 clean:

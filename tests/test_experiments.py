@@ -224,11 +224,11 @@ def test_every_recipe_pins_every_training_option() -> None:
 
 
 def test_options_resolve_budget_defaults_into_a_command_that_parses() -> None:
-    cpu = ExperimentOptions(budget="cpu", out="docs/experiments/shortcuts").resolved("shortcuts")
+    cpu = ExperimentOptions(budget="cpu", out="docs/experiments/smoke/shortcuts").resolved("shortcuts")
     assert (cpu.data, cpu.seeds, cpu.seed_list) == ("cifar10", 3, [0, 1, 2])
     args = build_parser().parse_args(shlex.split(cpu.command("shortcuts"))[1:])
     assert (args.name, args.budget, args.data, args.seeds, args.out) == ("shortcuts", "cpu", "cifar10", 3,
-                                                                         "docs/experiments/shortcuts")  # fmt: skip
+                                                                         "docs/experiments/smoke/shortcuts")  # fmt: skip
     quick = ExperimentOptions(budget="quick").resolved("degradation")
     assert (quick.data, quick.seeds) == ("fashion-mnist", 1)
     assert ExperimentOptions(budget="cpu").resolved("gradients").data == "fashion-mnist"
@@ -266,7 +266,8 @@ def test_committed_reports_name_their_commit_and_command() -> None:
     and a command `resnets` parses; a report without one must be listed in docs/experiments/README.md as not
     yet re-run, so a new report without provenance fails here."""
     index = (ROOT / "docs" / "experiments" / "README.md").read_text()
-    reports = sorted((ROOT / "docs" / "experiments").glob("*/report.md"))
+    reports = sorted((ROOT / "docs" / "experiments").glob("*/report.md"))  # the full-scale studies
+    reports += sorted((ROOT / "docs" / "experiments" / "smoke").glob("*/report.md"))
     assert reports
     if not (ROOT / ".git").exists():
         pytest.skip("no .git folder (an sdist or a copy): commits cannot be checked")
@@ -277,7 +278,7 @@ def test_committed_reports_name_their_commit_and_command() -> None:
             continue
         if "## Provenance" not in text:
             assert re.search(
-                rf"^\| \[{name}\]\({name}/report\.md\) \| not yet re-run", index, re.MULTILINE
+                rf"^\| \[{name}\]\(smoke/{name}/report\.md\) \| not yet re-run", index, re.MULTILINE
             ), name
             continue
         assert_reproducible(text, name)
