@@ -29,7 +29,7 @@ def tiny(study=FIGURE6, arms=("cifar_plain20", "cifar_resnet20")):  # noqa: ANN0
 def commit(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """A clean tree at a commit the test sets (the developer's own tree may be dirty)."""
     state = ["a" * 40]
-    monkeypatch.setattr(runner_module, "git_state", lambda: (state[0], False))
+    monkeypatch.setattr(runner_module, "git_state", lambda only=(): (state[0], False))
     return state
 
 
@@ -89,6 +89,7 @@ def test_a_parked_unit_resumes_on_another_machine_as_if_never_stopped(
     ]
     run_study(study, place, max_units=0)
     assert "missing: cifar_plain20-seed0 (parked after epoch 1 of 2)" in (place.out / "report.md").read_text()
+    assert json.loads((place.out / "summary.json").read_text())["units"] == "0 of 1 (1 half-trained, parked)"
     shutil.rmtree(place.work)  # the work folder did not outlive the session
     monkeypatch.setattr(run_module, "check_finite", checked)
 
@@ -123,7 +124,7 @@ def test_the_index_between_the_markers_is_rewritten_from_every_study(
     text = readme.read_text()
     assert text.startswith("# Studies\n\nby hand") and text.endswith("after\n") and "old" not in text
     row = next(line for line in text.splitlines() if line.startswith("| [Figure 6"))
-    assert "(figure6/report.md)" in row and "**inconclusive**" in row and "1 of 4 units recorded" in row
+    assert "(figure6/report.md)" in row and "**inconclusive**" in row and "| 1 of 4 |" in row
     assert row.split(" | ")[2] == "test error: no unit yet"  # no ResNet unit yet: no Table 6 number
 
 
@@ -142,8 +143,32 @@ def test_other_settings_and_other_commits_are_refused_by_name(tmp_path: Path, co
     assert "Units from 2 commits: aaaaaaaaaa, bbbbbbbbbb" in (place.out / "report.md").read_text()
 
 
+def test_a_regenerated_report_is_dirty_only_when_the_code_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writing reports changes tracked files under docs/ each time; only uncommitted code (src/) makes a
+    report's maker read as dirty, on a real git repository laid out as ours."""
+    import subprocess
+
+    from resnets import provenance
+
+    package = tmp_path / "repo" / "src" / "resnets"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("x = 1\n")
+    (tmp_path / "repo" / "docs").mkdir()
+    (tmp_path / "repo" / "docs" / "report.md").write_text("old\n")
+    git = ["git", "-C", str(tmp_path / "repo"), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "one"]):
+        subprocess.run(git + args, check=True)
+    monkeypatch.setattr(provenance, "PACKAGE_DIR", package)
+    (tmp_path / "repo" / "docs" / "report.md").write_text("regenerated\n")
+    assert provenance.git_state()[1] is True and provenance.git_state(only=("src",))[1] is False
+    (package / "__init__.py").write_text("x = 2\n")
+    assert provenance.git_state(only=("src",))[1] is True
+
+
 def test_a_dirty_tree_adds_no_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner_module, "git_state", lambda: ("c" * 40, True))
+    monkeypatch.setattr(runner_module, "git_state", lambda only=(): ("c" * 40, True))
     with pytest.raises(ValueError, match="uncommitted changes"):
         run_study(tiny(), folders(tmp_path), max_units=1, log=lambda _: None)
 

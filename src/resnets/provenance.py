@@ -28,13 +28,16 @@ def _git(*args: str) -> str:
 SOURCE_COMMIT = "RESNETS_SOURCE_COMMIT"  # set where the tree is a copy without .git (a lent GPU machine)
 
 
-def git_state() -> tuple[str, bool | None]:
+def git_state(only: tuple[str, ...] = ()) -> tuple[str, bool | None]:
     """(HEAD's sha, whether tracked files differ from it) of the repository this package's source is part of;
     without git (a copied tree: a GPU machine gets the working tree, not .git) the commit its sender named in
-    $RESNETS_SOURCE_COMMIT, dirty unknown; else ("unknown", None), as outside a checkout or on a git error."""
+    $RESNETS_SOURCE_COMMIT, dirty unknown; else ("unknown", None), as outside a checkout or on a git error.
+    `only`: the folders (from the repository's top) whose changes count, e.g. ("src",) for a document made
+    from code and committed records, whose own regeneration must not make it read as dirty."""
     try:
         _git("ls-files", "--error-unmatch", "__init__.py")  # the package source is tracked by this repository
-        return _git("rev-parse", "HEAD"), bool(_git("status", "--porcelain", "--untracked-files=no"))
+        paths = ["--", *(f":(top){p}" for p in only)] if only else []
+        return _git("rev-parse", "HEAD"), bool(_git("status", "--porcelain", "--untracked-files=no", *paths))
     except (OSError, subprocess.SubprocessError):
         return os.environ.get(SOURCE_COMMIT, "unknown"), None
 

@@ -340,8 +340,10 @@ def write_report(study: Study, where: Where, records: list[dict[str, Any]], seed
         f"## Setup\n\n{setup_text(study, records)}\n\n## Results\n\n{report.body.strip()}\n\n"
         f"{provenance_text(records)}"
     )
+    count = f"{len(records)} of {len(planned)}" + (f" ({len(parked)} half-trained, parked)" if parked else "")
     summary = {"name": study.name, "title": study.title, "verdict": report.verdict, "reasons": report.reasons,
-               "headline": report.headline, "status": status, "command": canonical_command(study)}  # fmt: skip
+               "headline": report.headline, "status": status, "units": count,
+               "command": canonical_command(study)}  # fmt: skip
     atomic_write_text(where.out / "summary.json", json.dumps(summary, indent=1) + "\n")
     update_index(where.out.parent)
     return atomic_write_text(where.out / "report.md", text)
@@ -376,12 +378,14 @@ def index_table(folder: Path, prefix: str) -> str:
     for path in sorted(folder.glob("*/summary.json")):
         s = json.loads(path.read_text())
         rows.append(f"| [{s['title']}]({prefix}{s['name']}/report.md) | **{s['verdict']}**: {s['reasons']} | "
-                    f"{s['headline']} | {s['status']} | `{s['command']}` |")  # fmt: skip
+                    f"{s['headline']} | {s['units']} | `{s['command']}` |")  # fmt: skip
     return "\n".join(rows)
 
 
 def regenerated_source() -> dict[str, Any]:
-    commit, dirty = git_state()
+    """The report's maker: a report is made from the code and the unit records, so only uncommitted code makes
+    it dirty (writing reports and the README's index changes tracked files under docs/ on every run)."""
+    commit, dirty = git_state(only=("src",))
     return {"command": invocation(), "commit": commit, "dirty": dirty}
 
 
