@@ -51,7 +51,7 @@ def test_registry_lists_every_family() -> None:
         "cifar_resnet20", "cifar_resnet32", "cifar_resnet44", "cifar_resnet56", "cifar_resnet110",
         "cifar_resnet1202", "cifar_preact_resnet110", "cifar_preact_resnet164", "cifar_preact_resnet1001",
         "plain18", "plain34", "cifar_plain20", "cifar_plain32", "cifar_plain44", "cifar_plain56",
-        "cifar_plain110",
+        "cifar_plain110", "d2l_resnet18",
     }  # fmt: skip
     assert expected <= set(names)
     assert resnets.list_models("cifar_plain") == [n for n in names if "cifar_plain" in n]
@@ -112,6 +112,50 @@ def test_equals_timm_through_weight_files(ours_name: str, timm_name: str, tmp_pa
     torch.save(ref.state_dict(), path)
     ours = create_model(ours_name, weights=path)
     assert_same_outputs(ours, ref)
+
+
+class D2LBlock(nn.Module):
+    """d2l 8.6's residual block, rewritten here from its description: two 3x3 convs with biases, each
+    followed by BN; where the shape changes, a strided 1x1 conv (with a bias, without BN) on the skip."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(c_in, c_out, 3, stride, 1)  # created in the order d2l's lazy layers materialise
+        self.b = nn.Conv2d(c_out, c_out, 3, 1, 1)
+        self.skip = nn.Conv2d(c_in, c_out, 1, stride) if stride > 1 else None
+        self.na, self.nb = nn.BatchNorm2d(c_out), nn.BatchNorm2d(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.nb(self.b(F.relu(self.na(self.a(x)))))
+        return F.relu(y + (x if self.skip is None else self.skip(x)))
+
+
+def d2l_resnet18(in_channels: int = 1, classes: int = 10) -> nn.Module:
+    """d2l's ResNet-18 (7x7/2 stem conv with bias, BN, ReLU, 3x3/2 max-pool; stages of 64, 128, 256, 512
+    channels, two blocks each; average pool; linear), every layer at PyTorch's default init."""
+    stem = [nn.Conv2d(in_channels, 64, 7, 2, 3), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    blocks = []
+    for i, (c_in, c_out) in enumerate([(64, 64), (64, 128), (128, 256), (256, 512)]):
+        blocks += [D2LBlock(c_in, c_out, 1 if i == 0 else 2), D2LBlock(c_out, c_out, 1)]
+    return nn.Sequential(*stem, *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes))
+
+
+def test_d2l_resnet18_is_d2ls_network_layer_for_layer_and_init_for_init() -> None:
+    """Built from the same seed, d2l's net and ours draw the same initial weights (so the init is PyTorch's
+    default, layer by layer in the same order) and give the same outputs (so the layout is d2l's)."""
+    torch.manual_seed(0)
+    ref = d2l_resnet18()
+    torch.manual_seed(0)
+    ours = create_model("d2l_resnet18", in_channels=1)
+    assert count_params(ours) == sum(p.numel() for p in ref.parameters())
+    layers = [[m for m in net.modules() if isinstance(m, nn.Conv2d | nn.Linear)] for net in (ref, ours)]
+    for theirs, mine in zip(*layers, strict=True):
+        assert torch.equal(theirs.weight, mine.weight) and torch.equal(theirs.bias, mine.bias)
+    x = torch.randn(2, 1, 96, 96)
+    with torch.no_grad():
+        assert (ours.eval()(x) - ref.eval()(x)).abs().max().item() < 1e-5
+    torchvisions = create_model("resnet18", num_classes=10, in_channels=1)  # no biases, BN on projections
+    assert count_params(ours) - count_params(torchvisions) == 4800 - 2 * (128 + 256 + 512)
 
 
 def test_v1_puts_the_stride_in_the_first_1x1() -> None:

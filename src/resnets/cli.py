@@ -473,7 +473,7 @@ def add_summary_command(add: Callable[[str, str], argparse.ArgumentParser]) -> N
 
 def add_train_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = add("train", "train or fine-tune a model (default: the Fashion-MNIST recipe)")
-    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="named recipe (default: default; paper: He et al. 2016 section 4.2, ResNet-20 on CIFAR-10; d2l: d2l.ai section 7.6, ResNet-18 on Fashion-MNIST at 96 px)")  # fmt: skip
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="named recipe (default: default; paper: He et al. 2016 section 4.2, ResNet-20 on CIFAR-10; d2l: d2l.ai section 8.6.4, d2l's own ResNet-18 on Fashion-MNIST at 96 px)")  # fmt: skip
     p.add_argument(
         "--resume",
         metavar="RUN_DIR",

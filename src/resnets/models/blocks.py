@@ -43,14 +43,14 @@ class ResidualBlock(nn.Module):
         self.num_convs = len(layout)
         for i, (c_in, c_out, k, s, g) in enumerate(layout, start=1):
             setattr(
-                self, f"conv{i}", nn.Conv2d(c_in, c_out, k, stride=s, padding=k // 2, groups=g, bias=False)
+                self,
+                f"conv{i}",
+                nn.Conv2d(c_in, c_out, k, stride=s, padding=k // 2, groups=g, bias=spec.conv_bias),
             )
             setattr(self, f"bn{i}", nn.BatchNorm2d(c_in if spec.preact else c_out))
         self.relu = nn.ReLU(inplace=True)
         out_channels = layout[-1][1]
-        self.downsample = make_shortcut(
-            spec.shortcut, in_channels, out_channels, stride, avg_down=spec.avg_down, preact=spec.preact
-        )
+        self.downsample = make_shortcut(spec, in_channels, out_channels, stride)
         # stochastic depth (Huang et al. 2016): the residual branch dropped per sample while training
         self.drop_path = StochasticDepth(drop_path, mode="row") if drop_path > 0 else nn.Identity()
 

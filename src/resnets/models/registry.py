@@ -66,6 +66,14 @@ for d in (18, 34, 50, 101, 152):
     register(
         f"resnet{d}", ResNetSpec(_imagenet_block(d), IMAGENET_LAYERS[d]), f"ResNet-{d} (v1.5, torchvision)"
     )
+# d2l's ResNet-18 (Dive into Deep Learning, section 8.6), layer for layer: its convs carry biases, its 1x1
+# projections have no BN, and no init function touches its layers
+register(
+    "d2l_resnet18",
+    ResNetSpec("basic", IMAGENET_LAYERS[18], conv_bias=True, projection_norm=False, init="torch"),
+    "ResNet-18 as d2l 8.6 builds it (conv biases, bare 1x1 projections, PyTorch's default init)",
+    num_classes=10,
+)
 # the original v1: stride in the bottleneck's first 1x1
 for d in (50, 101, 152):
     register(

@@ -101,9 +101,10 @@ class ResNet(nn.Module):
         return [getattr(self, f"layer{i + 1}") for i in range(len(self.spec.layers))]
 
     def reset_parameters(self, zero_init_residual: bool = False) -> None:
-        """He init for convs (fan-out, as torchvision), BN to identity, optionally zero-init each block's end."""
+        """He init for convs (fan-out, as torchvision) unless the spec keeps PyTorch's defaults, BN to identity,
+        optionally zero-init each block's end."""
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d) and self.spec.init == "he":
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)

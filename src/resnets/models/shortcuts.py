@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .spec import ResNetSpec
+
 
 class ZeroPadShortcut(nn.Module):
     """Option A: take every `stride`-th pixel and zero-pad the new channels, half before, half after.
@@ -32,7 +34,7 @@ class ZeroPadShortcut(nn.Module):
 
 
 def projection(
-    in_channels: int, out_channels: int, stride: int, *, avg_down: bool, with_bn: bool
+    in_channels: int, out_channels: int, stride: int, *, avg_down: bool, with_bn: bool, bias: bool = False
 ) -> nn.Sequential:
     """Options B/C: strided 1x1 conv (+BN). With `avg_down` (ResNet-D) the stride moves to a 2x2 avg-pool.
 
@@ -46,19 +48,22 @@ def projection(
         )
         layers.append(pool)
         stride = 1
-    layers.append(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False))
-    if with_bn:  # pre-activation blocks normalise before the split, so their projection has no BN
+    layers.append(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=bias))
+    if with_bn:
         layers.append(nn.BatchNorm2d(out_channels))
     return nn.Sequential(*layers)
 
 
-def make_shortcut(
-    kind: str, in_channels: int, out_channels: int, stride: int, *, avg_down: bool, preact: bool
-) -> nn.Module | None:
-    """The block's `downsample` module, or None for a plain identity (or for no skip at all)."""
+def make_shortcut(spec: ResNetSpec, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
+    """The block's `downsample` module, or None for a plain identity (or for no skip at all). Pre-activation
+    blocks normalise before the split, so their projection has no BN; nor has d2l's (`projection_norm`)."""
+    kind = spec.shortcut
     shape_changes = stride != 1 or in_channels != out_channels
     if kind == "none" or (kind in ("A", "B") and not shape_changes):
         return None
     if kind == "A":
         return ZeroPadShortcut(in_channels, out_channels, stride)
-    return projection(in_channels, out_channels, stride, avg_down=avg_down, with_bn=not preact)
+    with_bn = spec.projection_norm and not spec.preact
+    return projection(
+        in_channels, out_channels, stride, avg_down=spec.avg_down, with_bn=with_bn, bias=spec.conv_bias
+    )

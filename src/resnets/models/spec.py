@@ -10,6 +10,9 @@ StemKind = Literal["imagenet", "deep", "cifar"]
 # A: zero-pad identity; B: projection only where the shape changes; C: projection in every block;
 # "none": no skip connection at all (the paper's plain nets).
 ShortcutKind = Literal["A", "B", "C", "none"]
+# "he": He et al.'s fan-out init of every conv (torchvision's); "torch": each layer keeps PyTorch's default
+# init, as a net built from plain layers with no init function does (d2l's)
+InitKind = Literal["he", "torch"]
 
 EXPANSION = {"basic": 1, "bottleneck": 4}
 
@@ -29,6 +32,9 @@ class ResNetSpec:
     preact: bool = False  # v2: BN-ReLU-conv (He et al. 2016, "Identity Mappings")
     groups: int = 1  # ResNeXt cardinality
     base_width: int = 64  # ResNeXt/Wide ResNet: bottleneck width = planes * base_width/64 * groups
+    conv_bias: bool = False  # every conv carries a bias, though a BN follows it (d2l's layers do)
+    projection_norm: bool = True  # BN after a 1x1 projection shortcut (d2l's projection is a bare conv)
+    init: InitKind = "he"
 
     def __post_init__(self) -> None:
         if len(self.layers) != len(self.widths):

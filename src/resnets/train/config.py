@@ -304,7 +304,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # =128, resize=(96, 96)), 10 epochs, plain SGD (d2l.Classifier: no momentum, no weight decay) at a constant
     # lr, no augmentation; it reports 0.906 (`resnets study d2l`). (The 0.17 edition, section 7.6, used lr 0.05 and
     # batch 256.)
-    "d2l": {"model": "resnet18", "data": "fashion-mnist", "image_size": 96, "epochs": 10, "batch_size": 128,
+    "d2l": {"model": "d2l_resnet18", "data": "fashion-mnist", "image_size": 96, "epochs": 10, "batch_size": 128,
             "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0,
             "label_smoothing": 0.0, "crop_padding": 0, "flip": False, "cutout": 0, "mixup": 0.0, "tta": False},
 }  # fmt: skip
