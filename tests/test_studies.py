@@ -12,7 +12,8 @@ import pytest
 
 from resnets.experiments.studies import STUDIES, park, run_study, where
 from resnets.experiments.studies import runner as runner_module
-from resnets.experiments.studies.figure6 import FIGURE6, NETS
+from resnets.experiments.studies.figure6 import FIGURE6, NETS, SCHEDULE, report_schedule
+from resnets.experiments.studies.runner import StudyResults
 from resnets.experiments.studies.stats import INCONCLUSIVE, REFUTES, SUPPORTS, lower, within
 from resnets.train import run as run_module
 
@@ -165,6 +166,53 @@ def test_a_regenerated_report_is_dirty_only_when_the_code_is(
     assert provenance.git_state()[1] is True and provenance.git_state(only=("src",))[1] is False
     (package / "__init__.py").write_text("x = 2\n")
     assert provenance.git_state(only=("src",))[1] is True
+
+
+def unit_with(arm: str, seed: int, train_error: float, test_error: float) -> dict:
+    return {
+        "arm": arm,
+        "seed": seed,
+        "epochs": [{"train_acc": 1 - train_error}],
+        "test": {"accuracy": 1 - test_error},
+    }
+
+
+def test_the_schedule_pilot_says_whether_the_short_schedule_keeps_each_ordering() -> None:
+    """Figure 6's three orderings at 164 epochs against the 30-epoch units of the same seed: all kept
+    supports the short schedule, one flipped refutes it, a missing unit leaves it open."""
+    short = [unit_with("cifar_plain20", 0, 0.05, 0.11), unit_with("cifar_plain56", 0, 0.08, 0.13),
+             unit_with("cifar_resnet20", 0, 0.05, 0.096), unit_with("cifar_resnet56", 0, 0.02, 0.085)]  # fmt: skip
+    paper = [unit_with("cifar_plain20", 0, 0.02, 0.09), unit_with("cifar_plain56", 0, 0.06, 0.12),
+             unit_with("cifar_resnet20", 0, 0.01, 0.088), unit_with("cifar_resnet56", 0, 0.004, 0.071)]  # fmt: skip
+    kept = report_schedule(StudyResults(SCHEDULE, paper, [], short))
+    assert (
+        kept.verdict == SUPPORTS
+        and "| 0 | plain20 < plain56 (train error, %) | 2.00 vs 6.00 | 5.00 vs 8.00 | kept |" in kept.body
+    )
+    assert (
+        kept.headline == "164 epochs, test error: resnet20 8.80% (paper 8.75%); resnet56 7.10% (paper 6.97%)"
+    )
+    flipped = [
+        u if u["arm"] != "cifar_resnet56" else unit_with("cifar_resnet56", 0, 0.004, 0.095) for u in paper
+    ]
+    changed = report_schedule(StudyResults(SCHEDULE, flipped, [], short))
+    assert (
+        changed.verdict == REFUTES
+        and "(test error, %) | 9.50 vs 8.80 | 8.50 vs 9.60 | changed |" in changed.body
+    )
+    assert report_schedule(StudyResults(SCHEDULE, paper[:3], [], short)).verdict == INCONCLUSIVE
+
+
+def test_the_schedule_pilot_reads_figure6s_units_beside_its_own(tmp_path: Path, commit: list[str]) -> None:
+    six = tiny(arms=("cifar_plain20", "cifar_plain56"))
+    pilot = replace(SCHEDULE, recipe={**SCHEDULE.recipe, **TINY}, arms=six.arms, beside=six)
+    run_study(six, folders(tmp_path), seeds=1, log=lambda _: None)
+    report = run_study(pilot, folders(tmp_path, "figure6-schedule"), log=lambda _: None).read_text()
+    assert "2 of 2 units recorded" in report and "| 0 | plain20 < plain56 (train error, %) |" in report
+    row = next(line for line in report.splitlines() if "plain20 < plain56" in line)
+    assert row.count(" vs ") == 2  # both schedules' numbers: figure6's units were found beside
+    assert json.loads((tmp_path / "figure6-schedule" / "units" / "cifar_plain20-seed0.json").read_text())[
+        "settings"]["schedule"] == "step"  # fmt: skip
 
 
 def test_a_dirty_tree_adds_no_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,7 @@ from ...train.loop import load_data
 from ..responses import response_stds
 from ..training import SHORT_RUN
 from .runner import Arm, Report, Study, StudyResults
-from .stats import INCONCLUSIVE, combine, lower, pm
+from .stats import INCONCLUSIVE, REFUTES, SUPPORTS, combine, lower, pm
 
 # the paper's Table 6 test errors (%, best of 5 runs for ResNet-110, single runs otherwise)
 TABLE6 = {"cifar_resnet20": 8.75, "cifar_resnet32": 7.51, "cifar_resnet44": 7.17, "cifar_resnet56": 6.97,
@@ -118,7 +118,8 @@ def report_figure6(results: StudyResults) -> Report:
         "batches); bold lines: test error; the mean over the recorded seeds.\n\n" + "\n".join(rows) + "\n\n"
         "Test errors are single-view on all 10,000 test images, of the last epoch's model. The paper's numbers "
         "come from its 164-epoch schedule; ours from the 30-epoch one above, so the gap measures the schedule "
-        "as much as the implementation. Per-unit histories: `units/*.json`."
+        "as much as the implementation; the `figure6-schedule` study trains a pilot seed at the paper's schedule "
+        "to check that the orderings hold there too. Per-unit histories: `units/*.json`."
     )
     if verdict == INCONCLUSIVE:
         reasons += ". Inconclusive parts need more seeds (p ≥ 0.05 or fewer than 2 seeds per net)"
@@ -198,3 +199,77 @@ FIGURE6 = Study("figure6", "Figure 6 and Table 6 at full scale: deeper plain net
                 "better", CLAIM6, RECIPE, ARMS, seeds=3, report=report_figure6, measure=measure)  # fmt: skip
 FIGURE7 = Study("figure7", "Figure 7 at full scale: residual functions respond less than plain layers",
                 CLAIM7, RECIPE, ARMS, seeds=3, report=report_figure7, measure=measure, reads="figure6")  # fmt: skip
+
+
+# The paper's own schedule (section 4.2), everything else as RECIPE: 64k iterations of batch 128 on the 50k
+# training images (164 epochs), SGD at lr 0.1 (momentum 0.9, not Nesterov) divided by 10 at 32k and 48k
+# iterations (epochs 82 and 123), weight decay 1e-4, no warm-up (the paper warms up only ResNet-110).
+PAPER_SCHEDULE: dict[str, Any] = {
+    "epochs": 164, "schedule": "step", "milestones": [0.5, 0.75], "gamma": 0.1, "lr": 0.1, "momentum": 0.9,
+    "nesterov": False, "weight_decay": 1e-4, "warmup_epochs": 0.0,
+}  # fmt: skip
+PILOT_NETS = ("cifar_plain20", "cifar_plain56", "cifar_resnet20", "cifar_resnet56")
+# Figure 6's three orderings: (the net that should have the lower error, the other one, which error)
+ORDERINGS = (
+    ("cifar_plain20", "cifar_plain56", "train"),
+    ("cifar_resnet56", "cifar_resnet20", "train"),
+    ("cifar_resnet56", "cifar_resnet20", "test"),
+)
+
+
+def ordering_kept(results: StudyResults, seed: int, lower_net: str, higher_net: str, key: str) -> str | None:
+    """Whether `lower_net` has the lower `key` error at both schedules on `seed` (None: a unit is missing)."""
+    found = {}
+    for schedule, units in (("paper", results.units), ("short", results.beside)):
+        errs = {u["arm"]: error(key)(u) for u in units if u["seed"] == seed}
+        if lower_net not in errs or higher_net not in errs:
+            return None
+        found[schedule] = errs[lower_net] < errs[higher_net]
+    return "kept" if found["paper"] == found["short"] else "changed"
+
+
+def report_schedule(results: StudyResults) -> Report:
+    """Each Figure 6 ordering at the paper's schedule against the 30-epoch one, seed by seed (a pilot: one
+    seed shows whether the short schedule changes an ordering, not how significant it is)."""
+    seeds = sorted({u["seed"] for u in results.units})
+    rows = ["| seed | ordering | 164 epochs | 30 epochs | |", "|---|---|---|---|---|"]
+    outcomes = []
+    for seed in seeds or [0]:
+        for low, high, key in ORDERINGS:
+            kept = ordering_kept(results, seed, low, high, key)
+            outcomes.append(kept)
+            cells = []
+            for units in (results.units, results.beside):
+                errs = {u["arm"]: 100 * error(key)(u) for u in units if u["seed"] == seed}
+                cells.append(f"{errs[low]:.2f} vs {errs[high]:.2f}" if low in errs and high in errs else "–")
+            name = f"{low.removeprefix('cifar_')} < {high.removeprefix('cifar_')} ({key} error, %)"
+            rows.append(f"| {seed} | {name} | {cells[0]} | {cells[1]} | {kept or 'units missing'} |")
+    verdict = REFUTES if "changed" in outcomes else SUPPORTS if None not in outcomes else INCONCLUSIVE
+    reasons = {SUPPORTS: "every ordering is the same at both schedules", REFUTES: "an ordering differs between "
+               "the schedules: the 30-epoch study's verdicts do not stand for the paper's schedule",
+               INCONCLUSIVE: "a unit of one schedule or the other is missing"}[verdict]  # fmt: skip
+    table = ["| net | seeds | 164 epochs: training error (%) | test error (%) | paper's Table 6 (%) |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for net in PILOT_NETS:
+        table.append(f"| {net} | {len(results.values(net, error('test')))} | "
+                     f"{pm(results.values(net, error('train')))} | {pm(results.values(net, error('test')))} | "
+                     f"{TABLE6.get(net, '–')} |")  # fmt: skip
+    body = ("\n".join(rows) + "\n\n" + "\n".join(table) + "\n\nThe 30-epoch numbers are the `figure6` study's "
+            "units of the same seed. Per-epoch histories: `units/*.json`.")  # fmt: skip
+    headline = "; ".join(f"{n.removeprefix('cifar_')} {pm(results.values(n, error('test')))}% (paper {TABLE6[n]}%)"
+                         for n in PILOT_NETS if n in TABLE6 and results.values(n, error("test")))  # fmt: skip
+    return Report(verdict, reasons, body, "164 epochs, test error: " + (headline or "no unit yet"))
+
+
+SCHEDULE = Study(
+    "figure6-schedule",
+    "Figure 6 at the paper's 164-epoch schedule: does the 30-epoch schedule keep its orderings?",
+    "The `figure6` study trains 30 epochs (one-cycle) instead of the paper's 164 (step schedule); its "
+    "verdicts stand for the paper's setting only if each Figure 6 ordering (plain-56 trains worse than "
+    "plain-20; ResNet-56 trains and tests better than ResNet-20) is the same at both schedules on a pilot seed.",
+    RECIPE | PAPER_SCHEDULE,
+    tuple(a for a in ARMS if a.label in PILOT_NETS),
+    seeds=1,
+    report=report_schedule,
+    beside=FIGURE6,
+)

@@ -79,6 +79,7 @@ class Study:
     report: Callable[[StudyResults], Report]
     measure: Callable[[History], dict[str, Any]] | None = None
     reads: str | None = None  # report on this other study's units (same recipe and arms), training nothing
+    beside: Study | None = None  # the report also gets this study's units (`StudyResults.beside`) to compare
 
     def units(self, seeds: int | None = None, arms: Sequence[str] | None = None) -> list[Unit]:
         """Seed-major order, so every arm gets its first seed before any gets a second."""
@@ -109,6 +110,7 @@ class StudyResults:
     study: Study
     units: list[dict[str, Any]]
     missing: list[str]
+    beside: list[dict[str, Any]] = field(default_factory=list)  # the `beside` study's recorded units
 
     def values(self, label: str, key: Callable[[dict[str, Any]], float]) -> list[float]:
         """One number per recorded seed of arm `label`."""
@@ -322,6 +324,9 @@ def write_report(study: Study, where: Where, records: list[dict[str, Any]], seed
     planned = study.units(max(seeds or 0, study.seeds, 1 + max((r["seed"] for r in records), default=0)))
     results = StudyResults(study, sorted(records, key=lambda r: (r["seed"], r["arm"])),
                            [u.name for u in planned if u.name not in done])  # fmt: skip
+    if study.beside is not None:  # its folder sits beside this one's, as `where` lays studies out
+        other = where.units.parent.parent / study.beside.name
+        results.beside = read_units(study.beside, Where(other, where.work))
     report = study.report(results)
     for name, content in report.files.items():
         path = where.out / name

@@ -84,9 +84,11 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def pm(values: Sequence[float], scale: float = 100, digits: int = 2) -> str:
-    """ "mean ± std" of per-seed values (as percentages by default)."""
+    """ "mean ± std" of per-seed values (as percentages by default); one value alone, which has no spread."""
     if not values:
         return "–"
+    if len(values) == 1:
+        return f"{scale * values[0]:.{digits}f}"
     mean, std = mean_std(values)
     return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
 
