@@ -131,6 +131,9 @@ def train(args: argparse.Namespace) -> int:
     for kept in ("units", "parked"):
         if (recorded / kept).is_dir():
             shutil.copytree(recorded / kept, out / kept, dirs_exist_ok=True)
+    for units in recorded.parent.glob("*/units"):  # other studies' records: a unit they hold is reused
+        if units.parent != recorded:
+            shutil.copytree(units, args.out / units.parent.name / "units", dirs_exist_ok=True)
     before = {p.name for p in (out / "units").glob("*.json")}
     deadline = start + 60 * args.minutes
     stop(launch(args, data, out), deadline)

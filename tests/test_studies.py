@@ -15,6 +15,7 @@ from resnets.experiments.studies import runner as runner_module
 from resnets.experiments.studies.figure6 import FIGURE6, NETS, SCHEDULE, report_schedule
 from resnets.experiments.studies.runner import StudyResults
 from resnets.experiments.studies.stats import INCONCLUSIVE, REFUTES, SUPPORTS, lower, within
+from resnets.models import get_entry
 from resnets.train import run as run_module
 
 CIFAR = Path(__file__).parent / "fixtures" / "cifar10"
@@ -215,6 +216,27 @@ def test_the_schedule_pilot_reads_figure6s_units_beside_its_own(tmp_path: Path, 
         "settings"]["schedule"] == "step"  # fmt: skip
 
 
+def test_a_unit_another_study_recorded_with_the_same_settings_is_reused_not_retrained(
+    tmp_path: Path, commit: list[str]
+) -> None:
+    """Shortcut option A of ResNet-20 is the figure6 study's ResNet-20 (same recipe, same seed): reused."""
+    run_study(tiny(arms=("cifar_resnet20",)), folders(tmp_path), seeds=1, log=lambda _: None)
+    shortcuts = STUDIES["shortcuts"]
+    shortcuts = replace(shortcuts, recipe={**shortcuts.recipe, **TINY})
+    said = []
+    run_study(shortcuts, folders(tmp_path, "shortcuts"), seeds=1, arms=["resnet20-A"], log=said.append)
+    assert said[0] == ("shortcuts: resnet20-A-seed0 is the very unit figure6/units/cifar_resnet20-seed0.json "
+                       "recorded: reused")  # fmt: skip
+    mine = json.loads((tmp_path / "shortcuts" / "units" / "resnet20-A-seed0.json").read_text())
+    theirs = json.loads((tmp_path / "figure6" / "units" / "cifar_resnet20-seed0.json").read_text())
+    assert (mine["arm"], mine["study"], mine["test"]) == ("resnet20-A", "shortcuts", theirs["test"])
+    assert not (tmp_path / "work" / "resnet20-A-seed0").exists()  # nothing was trained
+    assert (
+        "(reused: figure6/units/cifar_resnet20-seed0.json)"
+        in (tmp_path / "shortcuts" / "report.md").read_text()
+    )
+
+
 def test_a_dirty_tree_adds_no_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner_module, "git_state", lambda only=(): ("c" * 40, True))
     with pytest.raises(ValueError, match="uncommitted changes"):
@@ -274,5 +296,9 @@ def test_each_study_trains_a_unit_and_reports_on_tiny_data(
     assert f"2 of {len(study.arms) * study.seeds} units recorded" in report
     assert "**Verdict: supports.**" not in report  # two tiny units cannot show these claims
     records = [json.loads(p.read_text()) for p in place.units.iterdir()]
-    if name == "shortcuts":  # A and B differ in their parameters: the option really reached the model
-        assert {r["settings"]["shortcut"] for r in records} == {"A", "B"}
+    if name == "shortcuts":  # B is set; A is the CIFAR net's own shortcut
+        assert {r["arm"]: r["settings"]["shortcut"] for r in records} == {
+            "resnet20-A": None,
+            "resnet20-B": "B",
+        }
+        assert get_entry("cifar_resnet20").spec.shortcut == "A"

@@ -210,6 +210,30 @@ def train_unit(study: Study, unit: Unit, where: Where, threads: int | None) -> d
     return record
 
 
+def recorded_elsewhere(study: Study, unit: Unit, where: Where) -> dict[str, Any] | None:
+    """Another study's record of the very same training (identical settings, seed included), reused instead
+    of trained again: a unit is defined by its settings, not by the study that asks for it. Only a record
+    trained as itself is reused, and only if it holds the measurements this study takes."""
+    settings, studies = study.settings(unit), where.units.parent.parent
+    for path in sorted(studies.glob("*/units/*.json")):
+        if path.parent.resolve() == where.units.resolve():
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        measured = study.measure is None or record.get("measured")
+        if record.get("settings") == settings and "reused_from" not in record and measured:
+            origin = path.relative_to(studies).as_posix()
+            return record | {
+                "study": study.name,
+                "unit": unit.name,
+                "arm": unit.arm.label,
+                "reused_from": origin,
+            }
+    return None
+
+
 def park(study: Study, where: Where) -> list[str]:
     """Copy each unfinished unit's resumable files from its run folder to `parked/<unit>/` (to be committed
     with the units: the next session or machine resumes there); returns a line per parked unit."""
@@ -302,8 +326,12 @@ def run_study(
     for unit in todo:
         if unit_path(where, unit).is_file():
             continue  # another worker finished it meanwhile
-        log(f"{study.name}: training {unit.name} into {where.work / unit.name}")
-        record = train_unit(study, unit, where, threads)
+        record = recorded_elsewhere(study, unit, where)
+        if record is not None:
+            log(f"{study.name}: {unit.name} is the very unit {record['reused_from']} recorded: reused")
+        else:
+            log(f"{study.name}: training {unit.name} into {where.work / unit.name}")
+            record = train_unit(study, unit, where, threads)
         if record is None:
             log(f"{study.name}: {unit.name} is being trained by another worker; skipped")
             continue
@@ -422,6 +450,7 @@ def provenance_text(records: list[dict[str, Any]]) -> str:
         where = m.get("gpu") or f"{m['cpu']}, {r['runtime'].get('cpu_threads')} thread(s)"
         libs = ", ".join(f"{k} {v}" for k, v in s["versions"].items() if k in ("torch", "torchvision"))
         resumed = f" (resumed after epoch {r['resumed_after_epoch']})" if r.get("resumed_after_epoch") else ""
+        resumed += f" (reused: {r['reused_from']})" if r.get("reused_from") else ""
         rows.append(f"| {r['unit']} | {s['commit'][:10]} | {where} | {libs} | {r['train_seconds'] / 60:.1f} | "
                     f"{r['finished']}{resumed} |")  # fmt: skip
     commands = sorted({r["source"]["command"] for r in records})
