@@ -227,6 +227,7 @@ def test_a_unit_another_study_recorded_with_the_same_settings_is_reused_not_retr
     run_study(shortcuts, folders(tmp_path, "shortcuts"), seeds=1, arms=["resnet20-A"], log=said.append)
     assert said[0] == ("shortcuts: resnet20-A-seed0 is the very unit figure6/units/cifar_resnet20-seed0.json "
                        "recorded: reused")  # fmt: skip
+    assert said[1].startswith("shortcuts: resnet20-A-seed0 test accuracy ") and said[1].endswith("% reused")
     mine = json.loads((tmp_path / "shortcuts" / "units" / "resnet20-A-seed0.json").read_text())
     theirs = json.loads((tmp_path / "figure6" / "units" / "cifar_resnet20-seed0.json").read_text())
     assert (mine["arm"], mine["study"], mine["test"]) == ("resnet20-A", "shortcuts", theirs["test"])

@@ -337,10 +337,8 @@ def run_study(
             continue
         atomic_write_text(unit_path(where, unit), json.dumps(record, indent=1) + "\n")
         shutil.rmtree(where.parked / unit.name, ignore_errors=True)  # the record supersedes the parked copy
-        acc = record["test"]["accuracy"]
-        log(
-            f"{study.name}: {unit.name} test accuracy {100 * acc:.2f}% in {record['wall_seconds'] / 60:.1f} min"
-        )
+        took = "reused" if "reused_from" in record else f"in {record['wall_seconds'] / 60:.1f} min"
+        log(f"{study.name}: {unit.name} test accuracy {100 * record['test']['accuracy']:.2f}% {took}")
         records.append(record)
         write_report(study, where, records, seeds)
     return write_report(study, where, read_units(study, where), seeds)
