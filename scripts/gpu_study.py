@@ -1,5 +1,5 @@
 """A study's units on a lent GPU: several workers training at once, stopped at a deadline, every finished
-unit and every half-trained run folder brought back (the latter to be resumed on the CPU).
+unit and every half-trained one (parked) brought back, the latter to be resumed on the CPU or a later GPU.
 
 A device call carries at most ~64 MiB and full CIFAR-10 packs to ~100 MiB, so the data goes over in two
 calls while the machine stays warm (it keeps ignored folders between calls). Commit first: the device gets
@@ -13,6 +13,8 @@ the working tree without .git, and each unit names the commit given here.
     # device call 2 (carry gpu_data/cifar10/cifar10-1.npz.xz)
     PYTHONPATH=src python scripts/gpu_study.py stash gpu_data/cifar10 && PYTHONPATH=src python \\
         scripts/gpu_study.py train figure6 --chunks 2 --workers 4 --minutes 8 --commit SHA --out $OUT
+    # d2l's units need only Fashion-MNIST's four IDX files (30 MiB), carried in one call:
+    PYTHONPATH=src python scripts/gpu_study.py train d2l --data-root gpu_data/fashion-mnist --workers 3 ...
     # here, after it: copy $OUT/figure6/units/*.json into docs/experiments/figure6/units/ and the folders in
     # $OUT/figure6/parked/ into docs/experiments/figure6/parked/ and commit: any worker resumes them from there.
 
@@ -125,7 +127,7 @@ def bring_back(args: argparse.Namespace, out: Path, minutes: float) -> dict:
 
 def train(args: argparse.Namespace) -> int:
     start = time.monotonic()
-    data = cifar(args.cache, args.chunks)
+    data = args.data_root or cifar(args.cache, args.chunks)
     out = args.out / args.study
     recorded = args.recorded or ROOT / "docs" / "experiments" / args.study
     for kept in ("units", "parked"):
@@ -154,7 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("study", help="a study's name (figure6, shortcuts, ...)")
     t.add_argument("--out", type=Path, required=True, help="$OUT: units, parked units, throughput.json")
     t.add_argument("--commit", required=True, help="the commit the copied tree is (git rev-parse HEAD here)")
-    t.add_argument("--chunks", type=int, required=True, help="how many chunks pack_cifar.py made")
+    data = t.add_mutually_exclusive_group(required=True)
+    data.add_argument("--chunks", type=int, help="CIFAR-10: how many chunks pack_cifar.py made (stashed)")
+    data.add_argument(
+        "--data-root", type=Path, help="data carried whole instead (d2l: the Fashion-MNIST files)"
+    )
     t.add_argument("--workers", type=int, default=4, help="units trained at once (default 4)")
     t.add_argument("--minutes", type=float, default=8.0, help="stop the workers after this long (default 8)")
     t.add_argument("--arms", default=None, help="comma-separated arms (default: all)")
