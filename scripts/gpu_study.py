@@ -13,6 +13,7 @@ the working tree without .git, and each unit names the commit given here.
     # device call 2 (carry gpu_data/cifar10/cifar10-1.npz.xz)
     PYTHONPATH=src python scripts/gpu_study.py stash gpu_data/cifar10 && PYTHONPATH=src python \\
         scripts/gpu_study.py train figure6 --chunks 2 --workers 4 --minutes 8 --commit SHA --out $OUT
+    # fastbook: Imagenette in three pack_folder.py chunks (--chunk-mib 50), stashed over three calls, then `train fastbook --chunks 3`
     # d2l's units need only Fashion-MNIST's four IDX files (30 MiB), carried in one call:
     PYTHONPATH=src python scripts/gpu_study.py train d2l --data-root gpu_data/fashion-mnist --workers 3 ...
     # here, after it: copy $OUT/figure6/units/*.json into docs/experiments/figure6/units/ and the folders in
@@ -36,28 +37,35 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHUNKS = "cifar10-*.npz.xz"
+CHUNKS = ("cifar10-*.npz.xz", "*.tar")  # pack_cifar.py's and pack_folder.py's
+
+
+def chunk_files(folder: Path) -> list[Path]:
+    return sorted(p for pattern in CHUNKS for p in folder.glob(pattern))
 
 
 def stash(carried: Path, cache: Path) -> int:
     """Move this call's carried chunks into the cache, which outlives the call while the machine is warm."""
     (cache / "chunks").mkdir(parents=True, exist_ok=True)
-    moved = [shutil.copy2(p, cache / "chunks" / p.name) for p in sorted(carried.glob(CHUNKS))]
-    print(
-        f"stashed {len(moved)} chunk(s); {len(list((cache / 'chunks').glob(CHUNKS)))} in {cache / 'chunks'}"
-    )
+    moved = [shutil.copy2(p, cache / "chunks" / p.name) for p in chunk_files(carried)]
+    print(f"stashed {len(moved)} chunk(s); {len(chunk_files(cache / 'chunks'))} in {cache / 'chunks'}")
     return 0
 
 
-def cifar(cache: Path, chunks: int) -> Path:
-    """CIFAR-10 unpacked once from the stashed chunks, all `chunks` of them (a missing one is named)."""
-    have = sorted((cache / "chunks").glob(CHUNKS))
+def unpacked(cache: Path, chunks: int) -> Path:
+    """The data set unpacked once from the stashed chunks, all `chunks` of them (a missing one is named):
+    CIFAR-10 from pack_cifar.py's, a folder data set from pack_folder.py's."""
+    have = chunk_files(cache / "chunks")
     if len(have) != chunks:
         raise SystemExit(
             f"{len(have)} of {chunks} chunks stashed in {cache / 'chunks'}: stash the others first"
         )
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if have[0].suffix == ".tar":
+        from pack_folder import unpack as unpack_folder
+
+        return unpack_folder(have, cache / "data")
     if not (cache / "cifar10" / "cifar-10-batches-py").is_dir():
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         from pack_cifar import unpack
 
         unpack(cache / "chunks", cache / "cifar10")
@@ -127,7 +135,7 @@ def bring_back(args: argparse.Namespace, out: Path, minutes: float) -> dict:
 
 def train(args: argparse.Namespace) -> int:
     start = time.monotonic()
-    data = args.data_root or cifar(args.cache, args.chunks)
+    data = args.data_root or unpacked(args.cache, args.chunks)
     out = args.out / args.study
     recorded = args.recorded or ROOT / "docs" / "experiments" / args.study
     for kept in ("units", "parked"):
@@ -157,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--out", type=Path, required=True, help="$OUT: units, parked units, throughput.json")
     t.add_argument("--commit", required=True, help="the commit the copied tree is (git rev-parse HEAD here)")
     data = t.add_mutually_exclusive_group(required=True)
-    data.add_argument("--chunks", type=int, help="CIFAR-10: how many chunks pack_cifar.py made (stashed)")
+    data.add_argument(
+        "--chunks", type=int, help="how many chunks pack_cifar.py or pack_folder.py made (stashed)"
+    )
     data.add_argument(
         "--data-root", type=Path, help="data carried whole instead (d2l: the Fashion-MNIST files)"
     )

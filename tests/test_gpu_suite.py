@@ -26,6 +26,7 @@ sys.path.insert(0, str(SCRIPTS))
 
 import gpu_suite  # noqa: E402 (a script, importable once scripts/ is on the path)
 import pack_cifar  # noqa: E402
+import pack_folder  # noqa: E402
 
 STEPS = ["check_models", "check_learns", "check_learns_compiled", "check_export", "matmul_peak", "small_images", "train_eager", "infer_eager", "train_compiled",
          "infer_compiled", "tta_fashion_mnist", "tta_d2l", "tta_cifar10", "experiment:degradation"]  # fmt: skip
@@ -217,3 +218,28 @@ def test_gpu_study_dry_run_stops_at_its_deadline_and_brings_back_what_ran(
     code = "from resnets.provenance import git_state; print(git_state())"
     shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == "('0123abc', None)"  # what the workers' units record as their commit
+
+
+def test_a_folder_data_set_travels_in_chunks_and_arrives_byte_for_byte(tmp_path: Path) -> None:
+    """pack_folder.py splits a folder of images into tar chunks under the size asked, gpu_study.py stashes
+    them over several 'calls' and unpacks every file unchanged; a missing chunk or an oversized file is named."""
+    import gpu_study
+
+    src = Path(__file__).parent / "fixtures" / "cifar10"
+    chunks = pack_folder.pack(src, tmp_path / "packed", chunk_mib=0.3)
+    assert len(chunks) >= 3 and all(c.stat().st_size <= 0.3 * 2**20 for c in chunks)
+    cache = tmp_path / "cache"
+    for chunk in chunks[:-1]:
+        call = tmp_path / "call" / chunk.stem
+        call.mkdir(parents=True)
+        shutil.copy(chunk, call)
+        gpu_study.stash(call, cache)
+    with pytest.raises(SystemExit, match=f"{len(chunks) - 1} of {len(chunks)} chunks stashed"):
+        gpu_study.unpacked(cache, len(chunks))
+    gpu_study.stash(chunks[-1].parent, cache)
+    data = gpu_study.unpacked(cache, len(chunks))
+    originals = sorted(p.relative_to(src) for p in src.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(data) for p in data.rglob("*") if p.is_file()) == originals
+    assert all((data / f).read_bytes() == (src / f).read_bytes() for f in originals)
+    with pytest.raises(ValueError, match="larger than a chunk"):
+        pack_folder.pack(src, tmp_path / "small", chunk_mib=0.001)
