@@ -59,7 +59,9 @@ def unpack(chunks: list[Path], dest: Path) -> Path:
     for chunk in chunks:
         with tarfile.open(chunk) as tar:
             names |= {m.name.split("/", 1)[0] for m in tar.getmembers()}
-            tar.extractall(dest, filter="data")
+            # the "data" filter (Python 3.11.4+) refuses links and paths outside dest; older Pythons, as a
+            # lent GPU's may be, extract our own chunks as they are
+            tar.extractall(dest, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     if len(names) != 1:
         raise ValueError(f"the chunks hold {len(names)} data sets ({', '.join(sorted(names))}), not one")
     return dest / names.pop()
