@@ -13,8 +13,10 @@ Design rules:
   and then the report lists every commit.
 - The report is regenerated from the units that exist and says how many are missing.
 - A work folder rarely outlives a session or a machine, so a half-trained unit can be parked: its resumable
-  files copied to `parked/<unit>/` beside `units/` and committed with them. A worker that finds a parked unit
-  and no run folder of its own resumes the parked one; the parked copy goes when the unit's record is written.
+  files copied to `parked/<unit>/` beside `units/` and committed with them. A worker resumes parked units
+  first, from the parked copy where it has trained further than the worker's own run folder (usually there
+  is none); the parked copy goes when the unit's record is written.
+- A unit is defined by its settings: one that another study recorded with identical settings is reused.
 """
 
 from __future__ import annotations
