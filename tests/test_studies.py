@@ -12,7 +12,14 @@ import pytest
 
 from resnets.experiments.studies import STUDIES, park, run_study, where
 from resnets.experiments.studies import runner as runner_module
-from resnets.experiments.studies.figure6 import FIGURE6, NETS, SCHEDULE, report_schedule
+from resnets.experiments.studies.figure6 import (
+    FIGURE6,
+    NETS,
+    RESNET110,
+    SCHEDULE,
+    report_resnet110,
+    report_schedule,
+)
 from resnets.experiments.studies.runner import StudyResults
 from resnets.experiments.studies.stats import INCONCLUSIVE, REFUTES, SUPPORTS, lower, within
 from resnets.models import get_entry
@@ -202,6 +209,28 @@ def test_the_schedule_pilot_says_whether_the_short_schedule_keeps_each_ordering(
         and "(test error, %) | 9.50 vs 8.80 | 8.50 vs 9.60 | changed |" in changed.body
     )
     assert report_schedule(StudyResults(SCHEDULE, paper[:3], [], short)).verdict == INCONCLUSIVE
+
+
+def test_resnet110_is_judged_against_resnet56_by_welchs_test_on_five_seeds_each() -> None:
+    """Five seeds a side, 110 clearly lower: supported; the same numbers the other way: refuted; two seeds of
+    110: too few to say (p >= 0.05)."""
+    low = [
+        unit_with("cifar_resnet110", s, 0.01, e) for s, e in enumerate([0.064, 0.066, 0.065, 0.067, 0.063])
+    ]
+    high = [
+        unit_with("cifar_resnet56", s, 0.02, e) for s, e in enumerate([0.071, 0.073, 0.070, 0.072, 0.074])
+    ]
+    report = report_resnet110(StudyResults(RESNET110, low + high, []))
+    assert report.verdict == SUPPORTS and "| cifar_resnet110 | 5 | 6.50 ± 0.16 |" in report.body
+    swapped = [
+        {**u, "arm": "cifar_resnet56" if u["arm"] == "cifar_resnet110" else "cifar_resnet110"}
+        for u in low + high
+    ]
+    assert report_resnet110(StudyResults(RESNET110, swapped, [])).verdict == REFUTES
+    assert report_resnet110(StudyResults(RESNET110, low[:1] + high, [])).verdict == INCONCLUSIVE
+    assert RESNET110.settings(RESNET110.units()[0]) == FIGURE6.settings(
+        FIGURE6.units(arms=["cifar_resnet56"])[0]
+    )
 
 
 def test_the_schedule_pilot_reads_figure6s_units_beside_its_own(tmp_path: Path, commit: list[str]) -> None:

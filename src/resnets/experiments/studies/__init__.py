@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .figure6 import FIGURE6, FIGURE7, SCHEDULE
+from .figure6 import FIGURE6, FIGURE7, RESNET110, SCHEDULE
 from .recipes import D2L, FASTBOOK, SHORTCUTS, XRAY
 from .runner import Study, Where, park, run_study
 
-STUDIES: dict[str, Study] = {s.name: s for s in (FIGURE6, FIGURE7, SCHEDULE, SHORTCUTS, D2L, FASTBOOK, XRAY)}
+STUDIES: dict[str, Study] = {
+    s.name: s for s in (FIGURE6, FIGURE7, SCHEDULE, RESNET110, SHORTCUTS, D2L, FASTBOOK, XRAY)
+}
 
 
 def where(name: str, out: str | None, work: str | None, data_root: str | None, device: str = "auto") -> Where:
