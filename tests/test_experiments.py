@@ -301,12 +301,20 @@ def assert_study_reproducible(folder: Path) -> None:
     name = json.loads((folder / "summary.json").read_text())["name"]
     units = folder.parent / (STUDIES[name].reads or name) / "units"  # none yet: nothing to check
     for path in units.glob("*.json"):
-        source = json.loads(path.read_text())["source"]
+        record = json.loads(path.read_text())
+        source = record["source"]
+        origin = record.get("reused_from", "").split("/")[
+            0
+        ]  # a unit reused from another study ran as that one's
         found = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{source['commit']}^{{commit}}"])
         assert found.returncode == 0 and source["dirty"] is False, (path, source["commit"])
         argv = shlex.split(source["command"])
         args = build_parser().parse_args(argv[1:])
-        assert (argv[0], args.command) == ("resnets", "study") and args.name in (name, STUDIES[name].reads)
+        assert (argv[0], args.command) == ("resnets", "study") and args.name in (
+            name,
+            STUDIES[name].reads,
+            origin,
+        )
 
 
 def test_spec_overrides_from_json_build_a_smaller_net() -> None:
