@@ -129,8 +129,14 @@ def test_the_index_between_the_markers_is_rewritten_from_every_study(
     readme.write_text(
         f"# Studies\n\nby hand\n\n{runner_module.INDEX_BEGIN}\nold\n{runner_module.INDEX_END}\n\nafter\n"
     )
+    run_study(STUDIES["d2l"], folders(tmp_path, "d2l"), max_units=0)  # a report with no unit yet
     run_study(tiny(), folders(tmp_path), max_units=1, log=lambda _: None)
     text = readme.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| [")]
+    assert [r.split("](")[1].split("/")[0] for r in rows] == [
+        "figure6",
+        "d2l",
+    ]  # the registry's order, not a-z
     assert text.startswith("# Studies\n\nby hand") and text.endswith("after\n") and "old" not in text
     row = next(line for line in text.splitlines() if line.startswith("| [Figure 6"))
     assert "(figure6/report.md)" in row and "**inconclusive**" in row and "| 1 of 4 |" in row
@@ -294,6 +300,15 @@ def test_verdicts_come_from_welchs_test() -> None:
 
 def test_figure6_has_the_papers_nets_and_recipe() -> None:
     assert {a.label for a in FIGURE6.arms} == set(NETS) and FIGURE6.seeds >= 3
+    order = [u.name for u in FIGURE6.units()]  # the nets the verdicts compare get all their seeds first
+    assert order[:4] == [
+        "cifar_plain20-seed0",
+        "cifar_plain56-seed0",
+        "cifar_resnet20-seed0",
+        "cifar_resnet56-seed0",
+    ]
+    assert order[4:8] == [name.replace("seed0", "seed1") for name in order[:4]]
+    assert {n.split("-")[0] for n in order[12:]} == {"cifar_resnet32", "cifar_resnet44"} and len(order) == 18
     r = FIGURE6.recipe
     assert (r["data"], r["crop_padding"], r["flip"], r["tta"], r["limit"], r["image_size"]) == (
         "cifar10", 4, True, False, None, None)  # fmt: skip
