@@ -12,15 +12,20 @@ the working tree without .git, and each unit names the commit given here.
     PYTHONPATH=src python scripts/gpu_study.py stash gpu_data/cifar10
     # device call 2 (carry gpu_data/cifar10/cifar10-1.npz.xz)
     PYTHONPATH=src python scripts/gpu_study.py stash gpu_data/cifar10 && PYTHONPATH=src python \\
-        scripts/gpu_study.py train figure6 --chunks 2 --workers 4 --minutes 8 --commit SHA --out $OUT
+        scripts/gpu_study.py train figure6 --chunks 2 --minutes 8 --commit SHA --out $OUT
     # fastbook: Imagenette in three pack_folder.py chunks (--chunk-mib 50), stashed over three calls, then `train fastbook --chunks 3`
     # d2l's units need only Fashion-MNIST's four IDX files (30 MiB), carried in one call:
-    PYTHONPATH=src python scripts/gpu_study.py train d2l --data-root gpu_data/fashion-mnist --workers 3 ...
+    PYTHONPATH=src python scripts/gpu_study.py train d2l --data-root gpu_data/fashion-mnist ...
     # here, after it: copy $OUT/figure6/units/*.json into docs/experiments/figure6/units/ and the folders in
     # $OUT/figure6/parked/ into docs/experiments/figure6/parked/ and commit: any worker resumes them from there.
 
 Workers take the next unit nobody holds (the study runner's folder locks), so N workers share the missing
-units; throughput.json says how many epochs per minute N workers gave, to compare N against N on a later call.
+units. How many: `--workers auto` (the default) first measures the aggregate training throughput of N
+concurrent units for N in `--probe` (1, 2, 4, 8) in one go (under a minute: every probe process loads the
+data and warms up once, then the N = 1, 2, 4, 8 phases of 6 s follow each other, the processes of a phase
+training the first unit's net on its real batches; evaluation is left out) and starts the smallest N within 5% of the best. CIFAR nets
+leave a GPU waiting on kernel launches (docs/gpu.md), so several processes fill it better than one.
+throughput.json keeps the probe's images per second and the epochs per minute the chosen N then gave.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,10 +89,104 @@ def study_command(args: argparse.Namespace, out: Path) -> tuple[list[str], dict[
             str(args.cache / "runs")], env  # fmt: skip
 
 
+def loader_workers(device: str, units: int) -> int:
+    """Data-loading processes per unit for image-folder data (Imagenette, chest X-rays): the machine's cores
+    shared among the units, one left to each unit's own process; none on a CPU dry run."""
+    return 0 if device == "cpu" else max(0, (os.cpu_count() or 1) // units - 1)
+
+
+def pending(args: argparse.Namespace, out: Path) -> list[str]:
+    """The units the workers will take, in their order: parked ones first, then the study's missing ones."""
+    from resnets.experiments.studies import STUDIES
+
+    arms = args.arms.split(",") if args.arms else None
+    done = {p.stem for p in (out / "units").glob("*.json")}
+    todo = [u.name for u in STUDIES[args.study].units(args.seeds, arms) if u.name not in done]
+    return sorted(todo, key=lambda name: not (out / "parked" / name).is_dir())
+
+
+def probe(args: argparse.Namespace, data: Path, unit: str, most: int) -> dict:
+    """Images per second of N concurrent processes training `unit`'s net, for each N in `--probe` up to
+    `most`, and the smallest N within 5% of the best (see the module's docstring)."""
+    phases = [n for n in args.probe if n <= most] or [1]
+    argv = [sys.executable, __file__, "probe-worker", args.study, unit, "--data-root", str(data), "--device",
+            args.device, "--seconds", str(args.probe_seconds), "--phases", ",".join(map(str, phases)),
+            "--loader-workers", str(loader_workers(args.device, max(phases)))]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": str(ROOT / "src")}
+    workers = [subprocess.Popen(argv + ["--index", str(i)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True, cwd=ROOT) for i in range(max(phases))]  # fmt: skip
+    for i, w in enumerate(workers):  # each says when its data is loaded and its net warmed up
+        if w.stdout.readline().strip() != "ready":
+            for other in workers:
+                other.kill()
+            raise SystemExit(f"probe process {i} failed (exit {w.wait()}): see its error above")
+    start = time.time() + 0.5  # the same first phase for all
+    counts = [json.loads(w.communicate(f"{start}\n")[0].strip().splitlines()[-1]) for w in workers]
+    rates = {n: sum(c[k] for c in counts) / args.probe_seconds for k, n in enumerate(phases)}
+    return {"unit": unit, "images_per_s": rates, "chosen": fewest_near_best(rates)}
+
+
+def fewest_near_best(rates: dict[int, float], within: float = 0.05) -> int:
+    """The fewest workers whose throughput is within `within` of the best: more processes for under 5% would
+    only slow each unit (and park more of them half-trained at the deadline)."""
+    best = max(rates.values())
+    return min(n for n, rate in rates.items() if rate >= (1 - within) * best)
+
+
+def probe_worker(args: argparse.Namespace) -> int:
+    """One probe process: load the unit's data and net, warm up, then train its real batches through every
+    phase that has more than `--index` processes, idle in the others; prints the images each phase trained."""
+    import torch
+
+    from resnets.data.loader import make_loader
+    from resnets.experiments.studies import STUDIES, Where
+    from resnets.experiments.studies.runner import unit_config, unit_named
+    from resnets.train.setup import prepare
+    from resnets.train.step import training_step
+
+    study = STUDIES[args.study]
+    # a CPU dry run skips the CPU's format search
+    pinned = {"precision": "fp32", "channels_last": False, "compile": False} if args.device == "cpu" else {}
+    place = Where(ROOT, ROOT, str(args.data_root), args.device, loader_workers=args.loader_workers)
+    cfg = replace(unit_config(study, unit_named(study, args.unit), place), **pinned)
+    setup = prepare(cfg)
+    rt = setup.runtime
+
+    def batches():  # noqa: ANN202 (epoch after epoch of the unit's own batches)
+        for epoch in range(10**6):
+            yield from make_loader(setup.bundle, "train", cfg.batch_size, train=True, augment=cfg.augment(),
+                                   device=rt.device, seed=cfg.seed, epoch=epoch, rank=0, world_size=1,
+                                   workers=cfg.workers, channels_last=rt.channels_last)  # fmt: skip
+
+    feed = batches()
+
+    def step() -> int:
+        x, y = next(feed)
+        training_step(setup.model, setup.optimizer, x, y, amp_dtype=rt.amp_dtype, scaler=rt.scaler)
+        if rt.device.type == "cuda":
+            torch.cuda.synchronize()
+        return len(y)
+
+    for _ in range(3):  # warm-up: cuDNN's autotuner, allocator, caches
+        step()
+    print("ready", flush=True)
+    start, images = float(sys.stdin.readline()), []
+    for k, n in enumerate(int(p) for p in args.phases.split(",")):
+        begin, end = start + k * args.seconds, start + (k + 1) * args.seconds
+        time.sleep(max(0.0, begin - time.time()))
+        count = 0
+        while args.index < n and time.time() < end:  # a step ending past `end` counts here (ms of seconds)
+            count += step()
+        images.append(count)
+    print(json.dumps(images))
+    return 0
+
+
 def launch(args: argparse.Namespace, data: Path, out: Path) -> list[subprocess.Popen]:
     """The workers, a few seconds apart so that each finds the previous one's unit locked."""
     argv, env = study_command(args, out)
-    argv += ["--data-root", str(data), "--device", args.device, "--mixed-commits"]
+    argv += ["--data-root", str(data), "--device", args.device, "--mixed-commits", "--loader-workers",
+             str(loader_workers(args.device, args.workers))]  # fmt: skip
     argv += (["--arms", args.arms] if args.arms else []) + (
         ["--seeds", str(args.seeds)] if args.seeds else []
     )
@@ -146,9 +246,14 @@ def train(args: argparse.Namespace) -> int:
             shutil.copytree(units, args.out / units.parent.name / "units", dirs_exist_ok=True)
     before = {p.name for p in (out / "units").glob("*.json")}
     deadline = start + 60 * args.minutes
+    todo, probed = pending(args, out), None
+    if args.workers == "auto" and todo:
+        probed = probe(args, data, todo[0], len(todo))
+        print(f"probe: {json.dumps(probed)}")
+    args.workers = probed["chosen"] if probed else 1 if args.workers == "auto" else int(args.workers)
     stop(launch(args, data, out), deadline)
     result = bring_back(args, out, (time.monotonic() - start) / 60)
-    result |= {"workers": args.workers, "device": args.device, "new_units": sorted(
+    result |= {"workers": args.workers, "device": args.device, "probe": probed, "new_units": sorted(
         p.name for p in (out / "units").glob("*.json") if p.name not in before)}  # fmt: skip
     (args.out / "throughput.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "units"}))
@@ -171,7 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     data.add_argument(
         "--data-root", type=Path, help="data carried whole instead (d2l: the Fashion-MNIST files)"
     )
-    t.add_argument("--workers", type=int, default=4, help="units trained at once (default 4)")
+    t.add_argument("--workers", default="auto", help="units trained at once: a number, or auto (default: "
+                   "the N that --probe finds fastest)")  # fmt: skip
+    t.add_argument("--probe", type=lambda v: [int(n) for n in v.split(",")], default=[1, 2, 4, 8],
+                   help="the worker counts --workers auto compares (default 1,2,4,8)")  # fmt: skip
+    t.add_argument("--probe-seconds", type=float, default=6.0, help="each count's measuring time (default 6)")
     t.add_argument("--minutes", type=float, default=8.0, help="stop the workers after this long (default 8)")
     t.add_argument("--arms", default=None, help="comma-separated arms (default: all)")
     t.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the study's)")
@@ -183,8 +292,19 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(
             "--cache", type=Path, default=ROOT / "gpu_cache", help="kept between calls (git-ignored)"
         )
+    w = sub.add_parser("probe-worker", help="(internal) one process of --workers auto's probe")
+    w.add_argument("study")
+    w.add_argument("unit")
+    w.add_argument("--data-root", type=Path, required=True)
+    w.add_argument("--device", required=True)
+    w.add_argument("--seconds", type=float, required=True, help="each phase's length")
+    w.add_argument("--phases", required=True, help="processes training in each phase, comma-separated")
+    w.add_argument("--loader-workers", type=int, default=0)
+    w.add_argument("--index", type=int, required=True, help="this process trains in phases of more processes")
     args = parser.parse_args(argv)
-    return stash(args.carried, args.cache) if args.step == "stash" else train(args)
+    steps = {"stash": lambda: stash(args.carried, args.cache), "train": lambda: train(args),
+             "probe-worker": lambda: probe_worker(args)}  # fmt: skip
+    return steps[args.step]()
 
 
 if __name__ == "__main__":

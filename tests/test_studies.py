@@ -341,11 +341,15 @@ def test_each_study_trains_a_unit_and_reports_on_tiny_data(
         ),
         "chest-xray": lambda: folder_data(tmp_path, "test", {"cat": "NORMAL", "dog": "PNEUMONIA"}),
     }[name]()
-    place = where(name, str(tmp_path / name), str(tmp_path / "work"), str(data))
+    loaders = 1 if name == "chest-xray" else 0  # a GPU run's data-loading processes: a machine setting
+    place = where(name, str(tmp_path / name), str(tmp_path / "work"), str(data), loader_workers=loaders)
     report = run_study(study, place, max_units=2, log=lambda _: None).read_text()
     assert f"2 of {len(study.arms) * study.seeds} units recorded" in report
     assert "**Verdict: supports.**" not in report  # two tiny units cannot show these claims
     records = [json.loads(p.read_text()) for p in place.units.iterdir()]
+    for r in records:  # the loading processes ran the unit without defining it
+        assert "workers" not in r["settings"]
+        assert json.loads((place.work / r["unit"] / "config.json").read_text())["workers"] == loaders
     if name == "shortcuts":  # B is set; A is the CIFAR net's own shortcut
         assert {r["arm"]: r["settings"]["shortcut"] for r in records} == {
             "resnet20-A": None,

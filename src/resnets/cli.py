@@ -351,7 +351,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     """Train a full-scale study's missing units (each recorded as it finishes) and rewrite its report."""
     from .experiments.studies import STUDIES, park, run_study, where
 
-    folders = where(args.name, args.out, args.work, args.data_root, args.device)
+    folders = where(args.name, args.out, args.work, args.data_root, args.device, args.loader_workers)
     if args.park:
         lines = park(STUDIES[args.name], folders)
         print("\n".join(lines) or f"{args.name}: no unfinished unit with a checkpoint in {folders.work}")
@@ -664,6 +664,9 @@ def add_study_command(add: Callable[[str, str], argparse.ArgumentParser]) -> Non
                    help="add units although the recorded ones ran at another commit (the report lists each)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--loader-workers", type=non_negative_int, default=0,
+                   help="data-loading processes per unit for image-folder data, as train's --workers (default 0: "
+                        "in the unit's process, right for a one-thread CPU worker; a GPU wants some)")  # fmt: skip
     p.set_defaults(handler=cmd_study)
 
 

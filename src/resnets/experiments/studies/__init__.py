@@ -15,7 +15,8 @@ STUDIES: dict[str, Study] = {
 }
 
 
-def where(name: str, out: str | None, work: str | None, data_root: str | None, device: str = "auto") -> Where:
+def where(name: str, out: str | None, work: str | None, data_root: str | None, device: str = "auto",
+          loader_workers: int = 0) -> Where:  # fmt: skip
     """A study's folders: `out` (default runs/studies/NAME) holds report.md and units/, `work` (default
     OUT/runs) the units' run folders; a study that reads another's units finds them beside its own folder."""
     if name not in STUDIES:
@@ -23,7 +24,8 @@ def where(name: str, out: str | None, work: str | None, data_root: str | None, d
     folder = Path(out) if out else Path("runs") / "studies" / name
     reads = STUDIES[name].reads
     units = folder.parent / reads / "units" if reads else None
-    return Where(folder, Path(work) if work else folder / "runs", data_root, device, units, tuple(STUDIES))
+    run_dirs = Path(work) if work else folder / "runs"
+    return Where(folder, run_dirs, data_root, device, units, loader_workers, tuple(STUDIES))
 
 
 __all__ = ["STUDIES", "Study", "Where", "park", "run_study", "where"]

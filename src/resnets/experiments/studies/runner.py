@@ -131,6 +131,7 @@ class Where:
     data_root: str | None = None
     device: str = "auto"
     units_dir: Path | None = None  # default: out / "units"
+    loader_workers: int = 0  # data-loading processes per unit for image folders (0: in the unit's process)
     index_order: tuple[str, ...] = ()  # the studies in the order the index lists them (others after, by name)
 
     @property
@@ -187,19 +188,25 @@ def check_commits(records: list[dict[str, Any]], mixed_commits: bool) -> None:
         )
 
 
+def unit_config(study: Study, unit: Unit, where: Where) -> TrainConfig:
+    """The training configuration of `unit`: its settings, and this machine's data, device and run folder."""
+    return TrainConfig.from_dict({**study.recipe, **unit.arm.changes, "seed": unit.seed, "quiet": True,
+                                  "out": str(where.work / unit.name), "data_root": where.data_root,
+                                  "device": where.device, "workers": where.loader_workers})  # fmt: skip
+
+
 def train_unit(study: Study, unit: Unit, where: Where, threads: int | None) -> dict[str, Any] | None:
     """Train and evaluate one unit (resuming its run folder if a checkpoint is there) and return its record,
     or None when another worker holds its folder."""
     run_dir = where.work / unit.name
-    values = {**study.recipe, **unit.arm.changes, "seed": unit.seed, "out": str(run_dir),
-              "data_root": where.data_root, "device": where.device, "quiet": True, "workers": 0}  # fmt: skip
     started = time.time()
     resumed = unpark(where, unit)
     try:
         if (run_dir / STATE_FILE).is_file():
-            history = fit(resume=run_dir, changes={"data_root": where.data_root, "device": where.device})
+            machine = {"data_root": where.data_root, "device": where.device, "workers": where.loader_workers}
+            history = fit(resume=run_dir, changes=machine)
         else:  # a new unit, or one killed before its first checkpoint: the folder is the runner's own
-            history = fit(TrainConfig.from_dict(values), overwrite=True)
+            history = fit(unit_config(study, unit, where), overwrite=True)
     except FolderInUse:
         return None
     record = {
