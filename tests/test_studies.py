@@ -69,7 +69,13 @@ def test_units_are_recorded_skipped_when_done_and_reported_when_partial(
     assert [line.split()[2] for line in trained if "training" in line] == [
         "cifar_resnet20-seed0", "cifar_plain20-seed1", "cifar_resnet20-seed1"]  # fmt: skip
     assert (place.units / units[0]).stat().st_mtime_ns == before  # the finished unit was not trained again
-    assert "4 of 4 units recorded; none missing" in (place.out / "report.md").read_text()
+    report = (place.out / "report.md").read_text()
+    assert "4 of 4 units recorded; none missing" in report
+    rows = report.split("### Per seed")[1].split("## Provenance")[0].strip().splitlines()[2:]
+    assert [r.split(" | ")[:2] for r in rows] == [  # each unit's own row, by arm then seed
+        ["| cifar_plain20", "0"], ["| cifar_plain20", "1"], ["| cifar_resnet20", "0"], ["| cifar_resnet20", "1"]]  # fmt: skip
+    unit = json.loads((place.units / "cifar_resnet20-seed1.json").read_text())
+    assert f"{100 * unit['test']['accuracy']:.2f}" == rows[3].split(" | ")[2]
 
 
 def test_a_parked_unit_resumes_on_another_machine_as_if_never_stopped(

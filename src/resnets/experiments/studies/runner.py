@@ -382,7 +382,7 @@ def write_report(study: Study, where: Where, records: list[dict[str, Any]], seed
         f"# {study.title}\n\n_{generated_by(regenerated_source())}_\n\n**Claim.** {study.claim}\n\n"
         f"**Verdict: {report.verdict}.** {report.reasons}\n\n**Status.** {status}.\n\n"
         f"## Setup\n\n{setup_text(study, records)}\n\n## Results\n\n{report.body.strip()}\n\n"
-        f"{provenance_text(records)}"
+        f"{per_seed_text(study, records)}{provenance_text(records)}"
     )
     count = f"{len(records)} of {len(planned)}" + (f" ({len(parked)} half-trained, parked)" if parked else "")
     summary = {"name": study.name, "title": study.title, "verdict": report.verdict, "reasons": report.reasons,
@@ -444,6 +444,23 @@ def setup_text(study: Study, records: list[dict[str, Any]]) -> str:
     if formats:
         lines.append(f"Number formats the units trained in: {'; '.join(formats)}")
     return "\n".join(f"- {line}" for line in lines)
+
+
+def per_seed_text(study: Study, records: list[dict[str, Any]]) -> str:
+    """Every recorded unit's own numbers (by arm, then seed): the rows behind each mean ± std of the report."""
+    if not records:
+        return ""
+    rows = [
+        "| arm | seed | test accuracy (%) | test error (%) | final training error (%) | epochs |",
+        "|---|---|---|---|---|---|",
+    ]
+    arms = [a.label for a in study.arms]
+    for r in sorted(records, key=lambda r: (arms.index(r["arm"]), r["seed"])):
+        acc, train = 100 * r["test"]["accuracy"], 100 * (1 - r["epochs"][-1]["train_acc"])
+        rows.append(
+            f"| {r['arm']} | {r['seed']} | {acc:.2f} | {100 - acc:.2f} | {train:.2f} | {len(r['epochs'])} |"
+        )
+    return "### Per seed\n\n" + "\n".join(rows) + "\n\n"
 
 
 def provenance_text(records: list[dict[str, Any]]) -> str:
