@@ -3,6 +3,7 @@ paper's tables."""
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import pytest
@@ -51,7 +52,7 @@ def test_registry_lists_every_family() -> None:
         "cifar_resnet20", "cifar_resnet32", "cifar_resnet44", "cifar_resnet56", "cifar_resnet110",
         "cifar_resnet1202", "cifar_preact_resnet110", "cifar_preact_resnet164", "cifar_preact_resnet1001",
         "plain18", "plain34", "cifar_plain20", "cifar_plain32", "cifar_plain44", "cifar_plain56",
-        "cifar_plain110", "d2l_resnet18",
+        "cifar_plain110", "d2l_resnet18", "fastbook_resnet34",
     }  # fmt: skip
     assert expected <= set(names)
     assert resnets.list_models("cifar_plain") == [n for n in names if "cifar_plain" in n]
@@ -68,9 +69,15 @@ def test_list_models_takes_timms_wildcards() -> None:
 
 @pytest.mark.parametrize("name", resnets.list_models())
 def test_every_model_runs_down_to_one_pixel(name: str) -> None:
-    """Padded convolutions never shrink a side below 1 px, so there is no minimum input size."""
+    """Padded convolutions never shrink a side below 1 px, so there is no minimum input size; a net with an
+    unpadded stem (fastbook's) names its minimum instead of failing deep inside, and runs from it up."""
     model = create_model(name, num_classes=7, in_channels=1)
     x = torch.randn(2, 1, 1, 9)  # non-square on purpose
+    low = get_entry(name).spec.min_input_size
+    if low > 1:
+        with pytest.raises(ValueError, match=f"at least {low}x{low} px, got 1x9"):
+            model(x)
+        x = torch.randn(2, 1, low, low + 8)
     if name in HUGE:
         with torch.no_grad():
             assert model.eval()(x).shape == (2, 7)
@@ -156,6 +163,53 @@ def test_d2l_resnet18_is_d2ls_network_layer_for_layer_and_init_for_init() -> Non
         assert (ours.eval()(x) - ref.eval()(x)).abs().max().item() < 1e-5
     torchvisions = create_model("resnet18", num_classes=10, in_channels=1)  # no biases, BN on projections
     assert count_params(ours) - count_params(torchvisions) == 4800 - 2 * (128 + 256 + 512)
+
+
+class FastbookBlock(nn.Module):
+    """fastbook's Imagenette residual block, rewritten here from its description: 3x3 convs with biases, each
+    followed by BN; a stage's first block strides by 2 and projects its skip with a strided 1x1 conv + BN."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        stride = 2 if c_in != c_out else 1
+        self.a, self.b = nn.Conv2d(c_in, c_out, 3, stride, 1), nn.Conv2d(c_out, c_out, 3, 1, 1)
+        self.na, self.nb = nn.BatchNorm2d(c_out), nn.BatchNorm2d(c_out)
+        self.skip = nn.Sequential(nn.Conv2d(c_in, c_out, 1, 2), nn.BatchNorm2d(c_out)) if stride > 1 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.nb(self.b(F.relu(self.na(self.a(x)))))
+        return F.relu(y + (x if self.skip is None else self.skip(x)))
+
+
+def fastbook_resnet34(classes: int = 10) -> nn.Module:
+    """fastbook's ResNet-34: a 7x7/2 conv (bias, no padding), BN and a 3x3/2 max-pool (no padding), with no
+    ReLU in between; 3, 4, 6, 3 blocks of 64, 128, 256, 512 channels; average pool; linear."""
+    blocks, c_in = [], 64
+    for n, c_out in zip((3, 4, 6, 3), (64, 128, 256, 512), strict=True):
+        blocks += [FastbookBlock(c_in, c_out)] + [FastbookBlock(c_out, c_out) for _ in range(n - 1)]
+        c_in = c_out
+    stem = [nn.Conv2d(3, 64, 7, 2), nn.BatchNorm2d(64), nn.MaxPool2d(3, 2)]
+    return nn.Sequential(*stem, *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes))
+
+
+def test_fastbook_resnet34_is_the_seeds_network_layer_for_layer() -> None:
+    """With the seed's weights copied layer by layer (convs, BNs and the classifier, each kind in network
+    order), ours gives the seed net's outputs: its unpadded stem without a ReLU, its biases, its projections."""
+    ref, ours = fastbook_resnet34().eval(), create_model("fastbook_resnet34").eval()
+    assert count_params(ours) == sum(p.numel() for p in ref.parameters())
+    for m in ref.modules():  # BN statistics away from identity, so that a missing or misplaced BN shows
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+    for kind in (nn.Conv2d, nn.BatchNorm2d, nn.Linear):
+        layers = [[m for m in net.modules() if type(m) is kind] for net in (ref, ours)]
+        for theirs, mine in zip(*layers, strict=True):
+            mine.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert (ours(x) - ref(x)).abs().max().item() < 1e-4
+    bound = 1 / math.sqrt(3 * 7 * 7)  # PyTorch's default conv init: uniform within 1/sqrt(fan_in)
+    assert ours.conv1.bias is not None and create_model("fastbook_resnet34").conv1.weight.abs().max() <= bound
 
 
 def test_v1_puts_the_stride_in_the_first_1x1() -> None:

@@ -70,7 +70,7 @@ class FeatureNet(nn.Module):
                 f"out_indices must be increasing levels in 0..{stages} (0: stem, i: stage i; -1 the last), "
                 f"got {given}"
             )
-        self.in_channels = model.in_channels
+        self.in_channels, self.min_input_size = model.in_channels, model.min_input_size
         self.out_indices = out
         self.conv1, self.bn1, self.relu, self.maxpool = model.conv1, model.bn1, model.relu, model.maxpool
         self.num_stages = stages

@@ -74,6 +74,15 @@ register(
     "ResNet-18 as d2l 8.6 builds it (conv biases, bare 1x1 projections, PyTorch's default init)",
     num_classes=10,
 )
+# fastbook's Imagenette ResNet-34 (the seed's custom_resnet([3, 4, 6, 3], ...)), layer for layer: unpadded 7x7/2
+# stem conv and 3x3/2 max-pool with no ReLU between, convs with biases, BN on the 1x1 projections, no init
+register(
+    "fastbook_resnet34",
+    ResNetSpec("basic", IMAGENET_LAYERS[34], stem="unpadded", conv_bias=True, init="torch"),
+    "ResNet-34 as fastbook's Imagenette chapter builds it (unpadded stem without ReLU, conv biases, "
+    "PyTorch's default init)",
+    num_classes=10,
+)
 # the original v1: stride in the bottleneck's first 1x1
 for d in (50, 101, 152):
     register(

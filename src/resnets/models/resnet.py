@@ -34,7 +34,7 @@ class ResNet(nn.Module):
 
     Module names match torchvision (`conv1`, `bn1`, `layer1`..`layerN`, `fc`), so its weights load with
     `strict=True`. Global average pooling makes the network accept any input size, square or not: padded
-    convolutions never shrink a side below 1 px. The backbone API follows timm: `forward_features`,
+    convolutions never shrink a side below 1 px (an unpadded stem sets a minimum: `min_input_size`). The backbone API follows timm: `forward_features`,
     `forward_head(x, pre_logits)`, `num_features`, `feature_info`, `get_classifier`, `reset_classifier`;
     `num_classes=0` returns the pooled (N, num_features) features.
     """
@@ -56,12 +56,14 @@ class ResNet(nn.Module):
         self.spec = spec
         self.pretrained: Pretrained | None = None  # named weights loaded into it (as timm's pretrained_cfg)
         self.in_channels = in_channels
+        self.min_input_size = spec.min_input_size
         self.num_features = spec.num_features
 
         self.conv1 = stem_conv(spec, in_channels)
-        # pre-activation nets normalise at the start of each block, so the stem has no BN-ReLU
+        # pre-activation nets normalise at the start of each block, so the stem has no BN-ReLU; the unpadded
+        # stem (fastbook's) has a BN and no ReLU
         self.bn1 = nn.Identity() if spec.preact else nn.BatchNorm2d(spec.stem_channels)
-        self.relu = nn.Identity() if spec.preact else nn.ReLU(inplace=True)
+        self.relu = nn.Identity() if spec.preact or spec.stem == "unpadded" else nn.ReLU(inplace=True)
         self.maxpool = stem_pool(spec)
         # timm's feature_info: channels and stride (`reduction`) of each level a backbone returns, the stem's
         # first. The ImageNet stems halve the image, then max-pool; the CIFAR stem keeps full resolution.

@@ -6,7 +6,9 @@ from dataclasses import dataclass, replace
 from typing import Literal, get_args, get_origin, get_type_hints
 
 BlockKind = Literal["basic", "bottleneck"]
-StemKind = Literal["imagenet", "deep", "cifar"]
+# "unpadded": the ImageNet stem's 7x7/2 conv and 3x3/2 max-pool without padding and without a ReLU between
+# them (BN only), as fastbook's Imagenette ResNet-34 builds it
+StemKind = Literal["imagenet", "deep", "cifar", "unpadded"]
 # A: zero-pad identity; B: projection only where the shape changes; C: projection in every block;
 # "none": no skip connection at all (the paper's plain nets).
 ShortcutKind = Literal["A", "B", "C", "none"]
@@ -65,6 +67,12 @@ class ResNetSpec:
         """Weighted layers, counted as in the paper (convs on the main path, stem and classifier)."""
         per_block = 2 if self.block == "basic" else 3
         return per_block * sum(self.layers) + 2
+
+    @property
+    def min_input_size(self) -> int:
+        """The smallest side the net takes: 1 px where every conv and pool is padded; the unpadded stem's 7x7/2
+        conv and 3x3/2 max-pool need 11 px."""
+        return 11 if self.stem == "unpadded" else 1
 
     @property
     def default_input_size(self) -> int:

@@ -11,8 +11,10 @@ from .spec import ResNetSpec
 def stem_conv(spec: ResNetSpec, in_channels: int) -> nn.Module:
     """The stem's convolution(s), registered as `conv1` (torchvision and timm names)."""
     out, bias = spec.stem_channels, spec.conv_bias
-    if spec.stem == "imagenet":  # paper Table 1: 7x7, 64, stride 2
-        return nn.Conv2d(in_channels, out, 7, stride=2, padding=3, bias=bias)
+    if spec.stem in ("imagenet", "unpadded"):  # paper Table 1: 7x7, 64, stride 2
+        return nn.Conv2d(
+            in_channels, out, 7, stride=2, padding=3 if spec.stem == "imagenet" else 0, bias=bias
+        )
     if spec.stem == "cifar":  # paper section 4.2: 3x3, 16, stride 1
         return nn.Conv2d(in_channels, out, 3, stride=1, padding=1, bias=bias)
     # v1c/v1d deep stem (Bag of Tricks): three 3x3 convs replace the 7x7; the last BN is the model's `bn1`
@@ -32,7 +34,7 @@ def stem_pool(spec: ResNetSpec) -> nn.Module:
     """3x3/2 max-pool after ImageNet stems; CIFAR nets keep full resolution."""
     if spec.stem == "cifar":
         return nn.Identity()
-    return nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    return nn.MaxPool2d(kernel_size=3, stride=2, padding=0 if spec.stem == "unpadded" else 1)
 
 
 def check_image(module: nn.Module, args: tuple[object, ...]) -> None:
@@ -52,4 +54,10 @@ def check_image(module: nn.Module, args: tuple[object, ...]) -> None:
         raise ValueError(
             f"expected {expected} input channel(s), got {x.shape[1]} (shape {tuple(x.shape)}); "
             f"create the model with in_channels={x.shape[1]} or convert the images"
+        )
+    low = module.min_input_size
+    if low > 1 and min(x.shape[2:]) < low:  # only nets with a minimum (unpadded layers) read the size
+        raise ValueError(
+            f"this network's unpadded stem needs images of at least {low}x{low} px, got "
+            f"{x.shape[2]}x{x.shape[3]}; resize them (e.g. --image-size {low} or more)"
         )
