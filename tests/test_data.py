@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -24,6 +25,8 @@ from resnets.data import (
     make_loader,
     mixup,
 )
+from resnets.data.folder import random_resized_crop_box
+from resnets.train import TrainConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FASHION = FIXTURES / "fashion-mnist"
@@ -125,6 +128,28 @@ def test_cifar_png_tree_and_cache(isolated_env: Path, monkeypatch: pytest.Monkey
     assert torch.equal(again.train.images, bundle.train.images)
     gray = load_dataset("cifar10", CIFAR, channels=1)
     assert gray.train.images.shape == (200, 1, 32, 32) and len(gray.mean) == 1
+
+
+def test_crop_scale_sets_the_smallest_random_resized_crop() -> None:
+    """--crop-scale: at fastai's 0.5 no crop falls under half the area, at Inception's 0.08 (the default)
+    crops reach far smaller; at 1.0 a square image's training crop is the whole image, unchanged."""
+    areas = {}
+    for scale in (0.5, 0.08):
+        generator = torch.Generator().manual_seed(0)
+        boxes = [random_resized_crop_box(100, 100, generator, scale) for _ in range(300)]
+        areas[scale] = [h * w / 100**2 for _, _, h, w in boxes]
+    assert min(areas[0.5]) >= 0.49 and min(areas[0.08]) < 0.2
+    assert TrainConfig(crop_scale=0.5).augment().crop_scale == 0.5
+    split = load_dataset(f"folder:{CIFAR}", image_size=32).train  # 32 px PNGs in train/ and test/
+    raw = [
+        torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1)
+        for p, _ in split.samples[:10]
+    ]
+    for scale, same in ((1.0, 10), (0.08, 0)):
+        view = split.view(train=True, flip=False, crop_scale=scale)
+        assert sum(torch.equal(view[i][0], raw[i]) for i in range(10)) == same, scale
+    with pytest.raises(ValueError, match="crop_scale is a fraction"):
+        TrainConfig(crop_scale=0.0).validate()
 
 
 def test_folder_with_val_split() -> None:

@@ -164,6 +164,24 @@ def test_other_settings_and_other_commits_are_refused_by_name(tmp_path: Path, co
     assert "Units from 2 commits: aaaaaaaaaa, bbbbbbbbbb" in (place.out / "report.md").read_text()
 
 
+def test_a_record_older_than_an_option_reads_as_trained_with_its_old_behaviour(
+    tmp_path: Path, commit: list[str]
+) -> None:
+    """A unit recorded before an option existed (crop_scale) trained as its default does; it still counts,
+    and a study that sets the option otherwise refuses it by name."""
+    place = folders(tmp_path)
+    run_study(tiny(), place, max_units=1, log=lambda _: None)
+    path = place.units / "cifar_plain20-seed0.json"
+    record = json.loads(path.read_text())
+    assert record["settings"]["crop_scale"] == 0.08
+    del record["settings"]["crop_scale"]  # as the units recorded before the option was added
+    path.write_text(json.dumps(record))
+    assert "1 of 4 units recorded" in run_study(tiny(), place, max_units=0).read_text()
+    changed = replace(tiny(), recipe={**tiny().recipe, "crop_scale": 0.5})
+    with pytest.raises(ValueError, match=r"other settings .*\(crop_scale\)"):
+        run_study(changed, place, max_units=0)
+
+
 def test_a_regenerated_report_is_dirty_only_when_the_code_is(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

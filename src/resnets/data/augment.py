@@ -8,6 +8,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+INCEPTION_CROP_SCALE = 0.08  # the smallest random-resized crop, as a fraction of the image's area (Inception)
+
 
 @dataclass
 class AugmentConfig:
@@ -19,6 +21,7 @@ class AugmentConfig:
         0  # side in px of a square zeroed (after normalisation, so it is the mean colour); 0 disables
     )
     pad_mode: Literal["zero", "reflect"] = "zero"
+    crop_scale: float = INCEPTION_CROP_SCALE  # folder sets: the smallest random-resized crop (area fraction)
 
 
 def _uniform_ints(high: int, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:

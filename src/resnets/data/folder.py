@@ -22,6 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
+from resnets.data.augment import INCEPTION_CROP_SCALE
 from resnets.data.errors import DataError
 from resnets.data.seeds import mix_seed
 
@@ -34,7 +35,6 @@ except ImportError:
 # The raster formats people keep training images in; Pillow reads them all (TIFF and GIF: the first page).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 EVAL_RESIZE = 1.14  # eval: resize the short side to 1.14x the crop (256/224), then center-crop
-MIN_CROP_AREA = 0.08  # the smallest random-resized crop, as a fraction of the image (Inception)
 _PNG_MAGIC, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
@@ -367,13 +367,16 @@ def eval_preprocess(image: torch.Tensor, resize: int, crop: tuple[int, int]) -> 
     return TF.center_crop(image, list(crop))
 
 
-def random_resized_crop_box(height: int, width: int, generator: torch.Generator) -> tuple[int, int, int, int]:
-    """Sample an Inception-style crop box (top, left, h, w): 8-100% of the area, aspect ratio 3/4 to 4/3."""
+def random_resized_crop_box(
+    height: int, width: int, generator: torch.Generator, min_area: float = INCEPTION_CROP_SCALE
+) -> tuple[int, int, int, int]:
+    """Sample an Inception-style crop box (top, left, h, w): `min_area` to 100% of the area (8% by default,
+    torchvision's RandomResizedCrop `scale`, fastai's `min_scale`), aspect ratio 3/4 to 4/3."""
     area = height * width
     log_ratio = (math.log(3 / 4), math.log(4 / 3))
     for _ in range(10):
         u = torch.rand(3, generator=generator).tolist()
-        target = area * (MIN_CROP_AREA + (1 - MIN_CROP_AREA) * u[0])
+        target = area * (min_area + (1 - min_area) * u[0])
         ratio = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * u[1])
         w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
         if 0 < w <= width and 0 < h <= height:
@@ -395,6 +398,7 @@ class FolderSplit(Dataset):
     train: bool = False  # random-resized crop (+ flip) instead of resize + center crop
     flip: bool = True
     seed: int = 0  # with the index, seeds each item's random crop, so workers and reruns agree
+    crop_scale: float = INCEPTION_CROP_SCALE  # the smallest random-resized crop, as a fraction of the area
     strict: bool = False  # raise on an image that fails to decode instead of using the next one
 
     def __len__(self) -> int:
@@ -409,15 +413,17 @@ class FolderSplit(Dataset):
         """Return a split holding only the samples in `index`."""
         return replace(self, samples=[self.samples[i] for i in index])
 
-    def view(self, *, train: bool, flip: bool = True, seed: int = 0) -> FolderSplit:
+    def view(
+        self, *, train: bool, flip: bool = True, seed: int = 0, crop_scale: float = INCEPTION_CROP_SCALE
+    ) -> FolderSplit:
         """Return the same samples with training (random) or evaluation (deterministic) transforms."""
-        return replace(self, train=train, flip=flip, seed=seed)
+        return replace(self, train=train, flip=flip, seed=seed, crop_scale=crop_scale)
 
     @property
     def min_side(self) -> int:
         """The shortest image side the transforms can use without upsampling: JPEGs decode no smaller."""
         side = max(self.image_size)
-        return math.ceil(side / math.sqrt(MIN_CROP_AREA)) if self.train else round(EVAL_RESIZE * side)
+        return math.ceil(side / math.sqrt(self.crop_scale)) if self.train else round(EVAL_RESIZE * side)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         for attempt in range(len(self.samples)):
@@ -437,7 +443,9 @@ class FolderSplit(Dataset):
         if not self.train:
             return eval_preprocess(image, eval_resize(self.image_size), self.image_size)
         generator = torch.Generator().manual_seed(mix_seed(self.seed, index))
-        top, left, h, w = random_resized_crop_box(image.shape[-2], image.shape[-1], generator)
+        top, left, h, w = random_resized_crop_box(
+            image.shape[-2], image.shape[-1], generator, self.crop_scale
+        )
         image = TF.resized_crop(image, top, left, h, w, size, antialias=True)
         if self.flip and bool(torch.rand(1, generator=generator) < 0.5):
             image = image.flip(-1)

@@ -120,9 +120,8 @@ class BatchLoader:
 
     def _folder_loader(self, workers: int) -> DataLoader:
         aug = self.augment
-        view = self.split.view(
-            train=aug is not None, flip=aug is not None and aug.flip, seed=mix_seed(self.seed, self.epoch)
-        )
+        view = self.split.view(train=aug is not None, flip=aug is not None and aug.flip,
+                               seed=mix_seed(self.seed, self.epoch), crop_scale=(aug or AugmentConfig()).crop_scale)  # fmt: skip
         if self.train and self.balanced:
             sampler = self._shard().tolist()  # the same seeded, class-balanced draw as in-memory sets
         else:

@@ -9,6 +9,7 @@ from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from ..data import AugmentConfig
+from ..data.augment import INCEPTION_CROP_SCALE
 from ..models.registry import get_entry, resolve_name
 from ..typecheck import has_type, type_name
 
@@ -59,6 +60,11 @@ class TrainConfig:
         None,
         "random crops after padding this many px (default: 4 for CIFAR as the paper, 0 for the rest; "
         "in-memory data sets)",
+    )
+    crop_scale: float = option(
+        INCEPTION_CROP_SCALE,
+        "image folders: the smallest random-resized crop, as a fraction of the image's area (Inception's and "
+        "torchvision's 0.08; fastai's aug_transforms take 0.5)",
     )
     flip: bool = option(True, "random horizontal flips")
     cutout: int = option(0, "cutout: a random square of this side set to zero (0: off)")
@@ -186,7 +192,9 @@ class TrainConfig:
         padding = self.crop_padding
         if padding is None:
             padding = 4 if self.data.startswith("cifar") else 0
-        return AugmentConfig(crop_padding=padding, flip=self.flip, cutout=self.cutout)
+        return AugmentConfig(
+            crop_padding=padding, flip=self.flip, cutout=self.cutout, crop_scale=self.crop_scale
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -225,6 +233,10 @@ class TrainConfig:
             (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
             (self.grad_clip >= 0, f"grad_clip must be >= 0 (0 turns it off), got {self.grad_clip}"),
             (self.cutout >= 0, f"cutout is a patch side in pixels, >= 0, got {self.cutout}"),
+            (
+                0 < self.crop_scale <= 1,
+                f"crop_scale is a fraction of the image's area in (0, 1], got {self.crop_scale}",
+            ),
             (
                 self.crop_padding is None or self.crop_padding >= 0,
                 f"crop_padding must be >= 0: {self.crop_padding}",

@@ -113,13 +113,13 @@ FASTBOOK_TARGET = 0.849
 # validation images (our test split: Imagenette's val/). fastai's defaults: Adam (AdamW-style weight decay
 # 0.01), one-cycle. A model built without a splitter has one parameter group, so fine_tune's "frozen" epochs
 # freeze nothing there: all layers train 3 + 12 epochs, in two one-cycle phases (5e-4, then 2.5e-4). Ours: one
-# 15-epoch one-cycle phase at 5e-4, and Inception-style crops (8-100% of the area) with flips in place of
-# aug_transforms(min_scale=0.5) (50-100% crops, flips, small rotations, lighting and warps).
+# 15-epoch one-cycle phase at 5e-4, and aug_transforms(min_scale=0.5)'s random-resized crops (50-100% of the
+# area, --crop-scale 0.5) and flips without its small rotations, lighting changes and warps.
 FASTBOOK_RECIPE: dict[str, Any] = SHORT_RUN | {
     "data": "imagenette", "model": "fastbook_resnet34", "image_size": 224, "epochs": 15, "batch_size": 32,
     "optimizer": "adamw", "lr": 5e-4, "weight_decay": 0.01, "schedule": "onecycle", "warmup_epochs": 4.5,
-    "label_smoothing": 0.0, "crop_padding": 0, "flip": True, "tta": False, "limit": None, "test_limit": None,
-    "precision": "auto", "compile": None, "shortcut": None, "spec_overrides": None, "nesterov": False,
+    "label_smoothing": 0.0, "crop_padding": 0, "crop_scale": 0.5, "flip": True, "tta": False, "limit": None,
+    "test_limit": None, "precision": "auto", "compile": None, "shortcut": None, "spec_overrides": None, "nesterov": False,
 }  # fmt: skip
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...data.augment import INCEPTION_CROP_SCALE
 from ...files import atomic_write, atomic_write_text
 from ...machine import set_threads
 from ...provenance import generated_by, git_state, invocation, provenance
@@ -45,6 +46,9 @@ PARKED_NOTE = "parked.json"
 # logging are recorded in the unit's `runtime` but do not define it
 MACHINE_FIELDS = frozenset({"data_root", "out", "device", "quiet", "workers", "precision", "channels_last",
                             "compile"})  # fmt: skip
+# training options added after units were recorded, each with the value every earlier unit trained with (the
+# behaviour before the option existed): a record that lacks one is read with that value
+ADDED_OPTIONS = {"crop_scale": INCEPTION_CROP_SCALE}
 
 
 @dataclass(frozen=True)
@@ -162,16 +166,22 @@ def read_units(study: Study, where: Where) -> list[dict[str, Any]]:
             raise ValueError(
                 f"{path} records arm {record.get('arm')!r}, which study {study.name} does not have"
             )
-        expected = study.settings(Unit(arm, record["seed"]))
-        if record.get("settings") != expected:
-            changed = sorted(k for k in expected.keys() | record.get("settings", {}).keys()
-                             if expected.get(k) != record.get("settings", {}).get(k))  # fmt: skip
+        expected, recorded = study.settings(Unit(arm, record["seed"])), settings_of(record)
+        if recorded != expected:
+            changed = sorted(
+                k for k in expected.keys() | recorded.keys() if expected.get(k) != recorded.get(k)
+            )
             raise ValueError(
                 f"{path} was trained with other settings than study {study.name} defines now "
                 f"({', '.join(changed)}): move it away (and its report) to keep both, or delete it to redo it"
             )
         records.append(record)
     return records
+
+
+def settings_of(record: dict[str, Any]) -> dict[str, Any]:
+    """A record's training settings, with the options added since it was made at the value it trained with."""
+    return ADDED_OPTIONS | record.get("settings", {})
 
 
 def check_commits(records: list[dict[str, Any]], mixed_commits: bool) -> None:
@@ -236,7 +246,7 @@ def recorded_elsewhere(study: Study, unit: Unit, where: Where) -> dict[str, Any]
         except (OSError, json.JSONDecodeError):
             continue
         measured = study.measure is None or record.get("measured")
-        if record.get("settings") == settings and "reused_from" not in record and measured:
+        if settings_of(record) == settings and "reused_from" not in record and measured:
             origin = path.relative_to(studies).as_posix()
             return record | {
                 "study": study.name,
