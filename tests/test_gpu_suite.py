@@ -222,19 +222,17 @@ def test_gpu_study_dry_run_stops_at_its_deadline_and_brings_back_what_ran(
     assert shown.stdout.strip() == "('0123abc', None)"  # what the workers' units record as their commit
 
 
-def test_the_worker_count_is_measured_not_assumed(tmp_path: Path) -> None:
+def test_the_worker_count_is_measured_not_assumed() -> None:
     """--workers auto: N probe processes train the first pending unit's net on its real batches, each phase
     with more of them (here N = 1 then 2, on the CPU fixture), and the fewest within 5% of the best win."""
     import gpu_study
 
-    args = argparse.Namespace(study="figure6", probe=[1, 2, 4], probe_seconds=1.0, device="cpu")
+    args = argparse.Namespace(study="figure6", probe=[1, 2, 4], probe_seconds=0.5, device="cpu")
     found = gpu_study.probe(args, CIFAR_FIXTURE, "cifar_resnet20-seed3", most=2)  # 2 units left: N <= 2
-    assert set(found["images_per_s"]) == {1, 2} and found["images_per_s"][1] >= 128  # a batch, at least
+    assert set(found["images_per_s"]) == {1, 2} and found["images_per_s"][1] >= 256  # a batch, at least
     assert found["chosen"] == gpu_study.fewest_near_best(found["images_per_s"])
     assert gpu_study.fewest_near_best({1: 100.0, 2: 180.0, 4: 190.0, 8: 185.0}) == 4  # 180 < 95% of 190
     assert gpu_study.fewest_near_best({1: 100.0, 2: 98.0}) == 1  # a second process that gains nothing
-    with pytest.raises(SystemExit, match="probe process 0 failed"):
-        gpu_study.probe(args, tmp_path / "no-data", "cifar_resnet20-seed3", most=1)
 
 
 def test_a_folder_data_set_travels_in_chunks_and_arrives_byte_for_byte(tmp_path: Path) -> None:

@@ -360,10 +360,12 @@ def test_a_killed_run_leaves_no_torn_file_and_resume_cleans_up(tmp_path: Path) -
         for weights in ("last.safetensors", "last.safetensors"):
             if (out / weights).exists():
                 load_file(out / weights)
-        if (out / "state.pt").exists():
-            load_state(out)
         if (out / "config.json").exists():
             TrainConfig.load(out / "config.json")
+        if (
+            out / "state.pt"
+        ).exists():  # a run killed before its first checkpoint starts again (a slow machine)
+            load_state(out)
             proc = cli("train", "--resume", str(out), "--quiet")
         else:
             proc = cli("train", *args, "--out", str(out), "--overwrite")
