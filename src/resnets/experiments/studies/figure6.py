@@ -8,6 +8,7 @@ He et al. 2016, section 4.2: plain nets and ResNets of 6n+2 layers on all 50k tr
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 from matplotlib.figure import Figure
@@ -18,7 +19,7 @@ from ...train.loop import load_data
 from ..responses import response_stds
 from ..training import SHORT_RUN
 from .runner import Arm, Report, Study, StudyResults
-from .stats import INCONCLUSIVE, REFUTES, SUPPORTS, combine, lower, pm
+from .stats import INCONCLUSIVE, REFUTES, SUPPORTS, Difference, combine, lower, pm
 
 # the paper's Table 6 test errors (%, best of 5 runs for ResNet-110, single runs otherwise)
 TABLE6 = {"cifar_resnet20": 8.75, "cifar_resnet32": 7.51, "cifar_resnet44": 7.17, "cifar_resnet56": 6.97,
@@ -57,6 +58,14 @@ def error(key: str):  # noqa: ANN201 (a callable on unit records)
     if key == "train":
         return lambda u: 1 - u["epochs"][-1]["train_acc"]
     return lambda u: 1 - u["test"]["accuracy"]
+
+
+def compare(
+    results: StudyResults, low: str, high: str, key: Callable[[dict], float]
+) -> tuple[str, Difference]:
+    """Welch's verdict on "net `low` has the lower `key` than net `high`", the nets named as the paper does."""
+    name = lambda net: net.removeprefix("cifar_").replace("plain", "plain-").replace("resnet", "ResNet-")  # noqa: E731
+    return lower(results.values(low, key), results.values(high, key), (name(low), name(high)))
 
 
 def curves_figure(results: StudyResults) -> bytes:
@@ -99,12 +108,9 @@ def report_figure6(results: StudyResults) -> Report:
     train, test = error("train"), error("test")
     v = results.values
     checks = [
-        ("plain-56 has a higher final training error than plain-20",
-         lower(v("cifar_plain20", train), v("cifar_plain56", train))),
-        ("ResNet-56 has a lower final training error than ResNet-20",
-         lower(v("cifar_resnet56", train), v("cifar_resnet20", train))),
-        ("ResNet-56 has a lower test error than ResNet-20 (Table 6)",
-         lower(v("cifar_resnet56", test), v("cifar_resnet20", test))),
+        ("plain-56 has a higher final training error than plain-20", compare(results, "cifar_plain20", "cifar_plain56", train)),
+        ("ResNet-56 has a lower final training error than ResNet-20", compare(results, "cifar_resnet56", "cifar_resnet20", train)),
+        ("ResNet-56 has a lower test error than ResNet-20 (Table 6)", compare(results, "cifar_resnet56", "cifar_resnet20", test)),
     ]  # fmt: skip
     verdict = combine([c[1][0] for c in checks])
     reasons = "; ".join(f"{claim}: **{part}** ({d.text()})" for claim, (part, d) in checks)
@@ -162,9 +168,9 @@ def report_figure7(results: StudyResults) -> Report:
     """Verdicts: each ResNet's mean response std is below its plain twin's, and ResNet-56's below ResNet-20's."""
     v = results.values
     checks = [
-        ("ResNet-20 responses smaller than plain-20's", lower(v("cifar_resnet20", mean_response), v("cifar_plain20", mean_response))),
-        ("ResNet-56 responses smaller than plain-56's", lower(v("cifar_resnet56", mean_response), v("cifar_plain56", mean_response))),
-        ("ResNet-56 responses smaller than ResNet-20's", lower(v("cifar_resnet56", mean_response), v("cifar_resnet20", mean_response))),
+        ("ResNet-20 responses smaller than plain-20's", compare(results, "cifar_resnet20", "cifar_plain20", mean_response)),
+        ("ResNet-56 responses smaller than plain-56's", compare(results, "cifar_resnet56", "cifar_plain56", mean_response)),
+        ("ResNet-56 responses smaller than ResNet-20's", compare(results, "cifar_resnet56", "cifar_resnet20", mean_response)),
     ]  # fmt: skip
     reasons = "; ".join(f"{claim}: **{part}** ({d.text(scale=1, unit='')})" for claim, (part, d) in checks)
     rows = ["| net | seeds | mean response std over blocks |", "|---|---|---|"]
@@ -290,7 +296,7 @@ def report_resnet110(results: StudyResults) -> Report:
     """ResNet-110 against ResNet-56 on test error (Welch's t-test), beside the paper's Table 6."""
     test = error("test")
     err = {net: results.values(net, test) for net in ("cifar_resnet56", "cifar_resnet110")}
-    verdict, d = lower(err["cifar_resnet110"], err["cifar_resnet56"])
+    verdict, d = lower(err["cifar_resnet110"], err["cifar_resnet56"], ("ResNet-110", "ResNet-56"))
     reasons = f"ResNet-110 has a lower test error than ResNet-56: **{verdict}** ({d.text()})"
     paper = {"cifar_resnet56": "6.97 (one run)", "cifar_resnet110": "6.43 (best of 5; mean 6.61 ± 0.16)"}
     rows = [

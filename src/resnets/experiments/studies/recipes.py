@@ -30,7 +30,7 @@ def report_shortcuts(results: StudyResults) -> Report:
     each depth; a depth without units leaves the claim open."""
     test = results.values
     error = lambda u: 1 - u["test"]["accuracy"]  # noqa: E731
-    checks = [(f"ResNet-{d} {a} vs {b}", within(test(f"resnet{d}-{a}", error), test(f"resnet{d}-{b}", error), MARGIN))
+    checks = [(f"ResNet-{d} {a} vs {b}", within(test(f"resnet{d}-{a}", error), test(f"resnet{d}-{b}", error), MARGIN, (a, b)))
               for d in DEPTHS for a, b in (("A", "B"), ("B", "C"), ("A", "C"))]  # fmt: skip
     reasons = "; ".join(f"{name}: **{part}** ({d.text()})" for name, (part, d) in checks)
     rows = [
@@ -167,7 +167,7 @@ def report_xray(results: StudyResults) -> Report:
     v = results.values
     error = lambda u: 1 - u["test"]["accuracy"]  # noqa: E731
     auc = lambda u: u["test"]["roc_auc"]  # noqa: E731
-    verdict, d = lower(v("dropout-0.2", error), v("no-dropout", error))
+    verdict, d = lower(v("dropout-0.2", error), v("no-dropout", error), ("dropout", "no dropout"))
     reasons = f"test error with dropout lower than without: **{verdict}** ({d.text()})"
     rows = [
         "| arm | seeds | test error (%) | test ROC-AUC | balanced accuracy (%) |",

@@ -23,45 +23,53 @@ class Difference:
     low: float
     high: float
     n: tuple[int, int]
+    sides: tuple[str, str] | None = None  # names of a and b, so the text says which is subtracted from which
 
     def text(self, scale: float = 100, unit: str = " points") -> str:
         if min(self.n) == 0:
             return f"n = {self.n[0]}, {self.n[1]}: no unit of one side yet"
+        what = f"{self.sides[0]} minus {self.sides[1]}" if self.sides else "difference"
         if math.isnan(self.p):
-            return f"difference {scale * self.difference:+.2f}{unit} (n = {self.n[0]}, {self.n[1]}: too few seeds to test)"
+            return f"{what} {scale * self.difference:+.2f}{unit} (n = {self.n[0]}, {self.n[1]}: too few seeds to test)"
         return (
-            f"difference {scale * self.difference:+.2f}{unit} (95% CI {scale * self.low:+.2f} to "
+            f"{what} {scale * self.difference:+.2f}{unit} (95% CI {scale * self.low:+.2f} to "
             f"{scale * self.high:+.2f}), Welch's t-test p = {self.p:.3g}, n = {self.n[0]}, {self.n[1]}"
         )
 
 
-def welch(a: Sequence[float], b: Sequence[float]) -> Difference:
-    """Welch's t-test of mean(a) = mean(b) and the Welch-Satterthwaite 95% interval of the difference."""
+def welch(a: Sequence[float], b: Sequence[float], sides: tuple[str, str] | None = None) -> Difference:
+    """Welch's t-test of mean(a) = mean(b) and the Welch-Satterthwaite 95% interval of the difference
+    (`sides`: what a and b are, for the text)."""
     diff = statistics.fmean(a) - statistics.fmean(b) if a and b else math.nan
     if min(len(a), len(b)) < 2:
-        return Difference(diff, math.nan, math.nan, math.nan, (len(a), len(b)))
+        return Difference(diff, math.nan, math.nan, math.nan, (len(a), len(b)), sides)
     result = stats.ttest_ind(a, b, equal_var=False)
     if math.isnan(result.statistic):  # both sides constant: no spread at all
         p = 0.0 if diff != 0 else 1.0
-        return Difference(diff, p, diff, diff, (len(a), len(b)))
+        return Difference(diff, p, diff, diff, (len(a), len(b)), sides)
     interval = result.confidence_interval(0.95)
-    return Difference(diff, float(result.pvalue), float(interval.low), float(interval.high), (len(a), len(b)))
+    low, high = float(interval.low), float(interval.high)
+    return Difference(diff, float(result.pvalue), low, high, (len(a), len(b)), sides)
 
 
-def lower(a: Sequence[float], b: Sequence[float]) -> tuple[str, Difference]:
+def lower(
+    a: Sequence[float], b: Sequence[float], sides: tuple[str, str] | None = None
+) -> tuple[str, Difference]:
     """Verdict on the claim "a is lower than b": supported when a < b at p < ALPHA, not supported when a > b
     at p < ALPHA, else inconclusive."""
-    d = welch(a, b)
+    d = welch(a, b, sides)
     if math.isnan(d.p) or d.p >= ALPHA:
         return INCONCLUSIVE, d
     return (SUPPORTS if d.difference < 0 else REFUTES), d
 
 
-def within(a: Sequence[float], b: Sequence[float], margin: float) -> tuple[str, Difference]:
+def within(
+    a: Sequence[float], b: Sequence[float], margin: float, sides: tuple[str, str] | None = None
+) -> tuple[str, Difference]:
     """Verdict on "a and b differ by less than `margin`": supported when the 95% interval of the difference
     lies inside (-margin, margin) (two one-sided tests at ALPHA / 2 each), not supported when it lies wholly
     outside, else inconclusive."""
-    d = welch(a, b)
+    d = welch(a, b, sides)
     if math.isnan(d.p):
         return INCONCLUSIVE, d
     if -margin < d.low and d.high < margin:
