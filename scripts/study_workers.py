@@ -2,6 +2,7 @@
 
     python scripts/study_workers.py start figure6 --data-root ../shared/data/cifar10    # two workers
     ...                                                                                  # other work
+    python scripts/study_workers.py status figure6     # each unit's epoch, whether a worker holds it, its ETA
     python scripts/study_workers.py park figure6       # before the session ends; then commit docs/experiments
 
 `start` checks out HEAD into a clean worktree (units name a clean commit) and starts `--workers` niced
@@ -14,8 +15,12 @@ unit's checkpoint into the study's `parked/` folder and rewrites the reports, re
 from __future__ import annotations
 
 import argparse
+import csv
+import fcntl
+import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +68,43 @@ def park(args: argparse.Namespace) -> int:
     return 0
 
 
+def held(folder: Path) -> bool:
+    """Whether a training process holds `folder` (the run folder's lock, as `resnets train` takes it)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def unit_status(run: Path, recorded: bool) -> str:
+    """One line: the unit, its epochs done of planned, whether it is training now, and the time left at its
+    median epoch."""
+    metrics = run / "metrics.csv"
+    rows = list(csv.DictReader(metrics.open())) if metrics.is_file() else []
+    config = run / "config.json"
+    planned = json.loads(config.read_text())["epochs"] if config.is_file() else None
+    state = "recorded" if recorded else "training" if held(run) else "stopped"
+    line = f"{run.name}: {state}, epoch {len(rows)} of {planned or '?'}"
+    if rows and planned and not recorded:
+        median = statistics.median(float(r["seconds"]) for r in rows)
+        line += f", median epoch {median:.0f} s, ~{(planned - len(rows)) * median / 60:.0f} min left"
+    return line
+
+
+def status(args: argparse.Namespace) -> int:
+    for study in args.studies:
+        recorded = {p.stem for p in (ROOT / "docs" / "experiments" / study / "units").glob("*.json")}
+        runs = sorted(p for p in (args.work / study).glob("*-seed*") if p.is_dir())
+        print(f"{study}: {len(recorded)} unit(s) recorded")
+        for run in runs:
+            print("  " + unit_status(run, run.name in recorded))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="step", required=True)
@@ -73,11 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--trees", type=Path, default=Path("/tmp/study-trees"), help="clean worktrees (by commit)")
     s.add_argument("--logs", type=Path, default=Path("/tmp/study-logs"), help="one log per worker")
     p = sub.add_parser("park", help="park the unfinished units and rewrite the reports, ready to commit")
-    for q in (s, p):
+    t = sub.add_parser("status", help="each run folder's unit: epochs done, training now or not, time left")
+    for q in (s, p, t):
         q.add_argument("studies", nargs="+", help="study names, in the order a worker takes them")
         q.add_argument("--work", type=Path, default=Path("/tmp/study-runs"), help="run folders (by study)")
     args = parser.parse_args(argv)
-    return start(args) if args.step == "start" else park(args)
+    return {"start": start, "park": park, "status": status}[args.step](args)
 
 
 if __name__ == "__main__":

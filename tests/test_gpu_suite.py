@@ -258,3 +258,29 @@ def test_a_folder_data_set_travels_in_chunks_and_arrives_byte_for_byte(tmp_path:
     assert all((data / f).read_bytes() == (src / f).read_bytes() for f in originals)
     with pytest.raises(ValueError, match="larger than a chunk"):
         pack_folder.pack(src, tmp_path / "small", chunk_mib=0.001)
+
+
+def test_worker_status_tells_training_from_stopped_units_and_the_time_left(tmp_path: Path) -> None:
+    """study_workers.py status: a run folder a process holds (the training lock) is training, one nobody
+    holds is stopped; the time left is the epochs left at the median epoch."""
+    import fcntl
+
+    import study_workers
+
+    run = tmp_path / "cifar_resnet56-seed0"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"epochs": 30}))
+    rows = "".join(f"{e},{s}\n" for e, s in ((1, 300.0), (2, 280.0), (3, 290.0)))
+    (run / "metrics.csv").write_text("epoch,seconds\n" + rows)
+    assert study_workers.unit_status(run, recorded=False) == (
+        "cifar_resnet56-seed0: stopped, epoch 3 of 30, median epoch 290 s, ~130 min left"
+    )
+    fd = os.open(run, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as `resnets train` holds its run folder
+    try:
+        assert study_workers.unit_status(run, recorded=False).startswith(
+            "cifar_resnet56-seed0: training, epoch 3"
+        )
+    finally:
+        os.close(fd)
+    assert study_workers.unit_status(run, recorded=True) == "cifar_resnet56-seed0: recorded, epoch 3 of 30"
