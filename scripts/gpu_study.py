@@ -96,13 +96,14 @@ def loader_workers(device: str, units: int) -> int:
 
 
 def pending(args: argparse.Namespace, out: Path) -> list[str]:
-    """The units the workers will take, in their order: parked ones first, then the study's missing ones."""
-    from resnets.experiments.studies import STUDIES
+    """The units the workers will take, in their order (the runner's: parked ones first)."""
+    from resnets.experiments.studies import STUDIES, Where
+    from resnets.experiments.studies.runner import pending as runner_pending
 
     arms = args.arms.split(",") if args.arms else None
     done = {p.stem for p in (out / "units").glob("*.json")}
-    todo = [u.name for u in STUDIES[args.study].units(args.seeds, arms) if u.name not in done]
-    return sorted(todo, key=lambda name: not (out / "parked" / name).is_dir())
+    todo = runner_pending(STUDIES[args.study], Where(out, args.cache / "runs"), done, args.seeds, arms)
+    return [u.name for u in todo]
 
 
 def probe(args: argparse.Namespace, data: Path, unit: str, most: int) -> dict:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import fcntl
 import json
 import os
 import shlex
@@ -68,18 +67,6 @@ def park(args: argparse.Namespace) -> int:
     return 0
 
 
-def held(folder: Path) -> bool:
-    """Whether a training process holds `folder` (the run folder's lock, as `resnets train` takes it)."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
 def unit_status(run: Path, recorded: bool) -> str:
     """One line: the unit, its epochs done of planned, whether it is training now, and the time left at its
     median epoch."""
@@ -87,7 +74,9 @@ def unit_status(run: Path, recorded: bool) -> str:
     rows = list(csv.DictReader(metrics.open())) if metrics.is_file() else []
     config = run / "config.json"
     planned = json.loads(config.read_text())["epochs"] if config.is_file() else None
-    state = "recorded" if recorded else "training" if held(run) else "stopped"
+    from resnets.train.folder import in_use
+
+    state = "recorded" if recorded else "training" if in_use(run) else "stopped"
     line = f"{run.name}: {state}, epoch {len(rows)} of {planned or '?'}"
     if rows and planned and not recorded:
         median = statistics.median(float(r["seconds"]) for r in rows)

@@ -86,7 +86,7 @@ def test_a_parked_unit_resumes_on_another_machine_as_if_never_stopped(
     study = replace(tiny(arms=("cifar_plain20",)), recipe={**tiny().recipe, "epochs": 2, "precision": "fp32",
                                                           "compile": False}, seeds=1)  # fmt: skip
     whole = folders(tmp_path / "whole")
-    run_study(study, whole, log=lambda _: None)
+    run_study(study, whole, threads=1, log=lambda _: None)  # one thread: equal sums
     expected = json.loads((whole.units / "cifar_plain20-seed0.json").read_text())
 
     place, checked = folders(tmp_path / "split"), run_module.check_finite
@@ -98,7 +98,7 @@ def test_a_parked_unit_resumes_on_another_machine_as_if_never_stopped(
 
     monkeypatch.setattr(run_module, "check_finite", killed_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        run_study(study, place, log=lambda _: None)
+        run_study(study, place, threads=1, log=lambda _: None)
     assert park(study, place) == [
         f"cifar_plain20-seed0: parked after epoch 1 of 2 in {place.parked / 'cifar_plain20-seed0'}"
     ]
@@ -109,7 +109,7 @@ def test_a_parked_unit_resumes_on_another_machine_as_if_never_stopped(
     monkeypatch.setattr(run_module, "check_finite", checked)
 
     trained = []
-    run_study(study, place, log=trained.append)
+    run_study(study, place, threads=1, log=trained.append)
     record = json.loads((place.units / "cifar_plain20-seed0.json").read_text())
     assert record["resumed_after_epoch"] == 1 and expected["resumed_after_epoch"] == 0
     assert record["test"] == expected["test"]

@@ -103,6 +103,20 @@ def owner_of(path: str | Path) -> Path | None:
     return None
 
 
+def in_use(path: Path) -> bool:
+    """Whether a training process holds the run folder `path` (the lock `RunFolder` takes), without taking it."""
+    if fcntl is None or not path.is_dir():
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """One run's directory. `is_main`: this process is rank 0, the only one that writes."""

@@ -315,6 +315,16 @@ def source_state() -> dict[str, Any]:
     return {"commit": commit, "dirty": dirty}
 
 
+def pending(
+    study: Study, where: Where, done: set[str], seeds: int | None = None, arms: Sequence[str] | None = None
+) -> list[Unit]:
+    """The units not in `done`, in the order workers take them: parked (half-trained) ones first, then the
+    study's own order."""
+    parked = parked_units(where)
+    todo = [u for u in study.units(seeds, arms) if u.name not in done]
+    return sorted(todo, key=lambda u: u.name not in parked)
+
+
 def run_study(
     study: Study,
     where: Where,
@@ -337,10 +347,7 @@ def run_study(
     if study.reads and max_units != 0:
         raise ValueError(f"study {study.name} trains nothing: it reports on study {study.reads}'s units "
                          f"(run that one to add units)")  # fmt: skip
-    done = {r["unit"] for r in records}
-    todo = [u for u in study.units(seeds, arms) if u.name not in done]
-    parked = parked_units(where)
-    todo.sort(key=lambda u: u.name not in parked)  # half-trained units first
+    todo = pending(study, where, {r["unit"] for r in records}, seeds, arms)
     if max_units is not None:
         todo = todo[:max_units]
     if todo:
