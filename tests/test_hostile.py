@@ -696,8 +696,7 @@ def test_a_full_disk_is_named_whatever_layer_raises(tmp_path: Path, monkeypatch:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"freeze": True}, "--freeze and --freeze-epochs train the classifier on top of pretrained features"),
-        ({"freeze_epochs": 1}, "give --weights"),
+        ({"freeze": True}, "--freeze trains the classifier on top of pretrained features: give --weights"),
         ({"crop_padding": 100}, "--crop-padding 100 is not smaller than the images (8x8 px)"),
     ],
 )

@@ -357,6 +357,7 @@ def test_each_study_trains_a_unit_and_reports_on_tiny_data(
     small = {
         "image_size": None if name == "shortcuts" else 32,
         "test_limit": None if name == "chest-xray" else 30,
+        **({"freeze_epochs": 1} if name == "fastbook" else {}),  # fine_tune's two phases, one epoch each
     }
     study = replace(study, recipe={**study.recipe, **TINY, **small})
     data = {

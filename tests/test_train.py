@@ -33,7 +33,7 @@ from resnets.train.checkpoint import save_weights
 from resnets.train.config import apply_preset
 from resnets.train.folder import METRIC_FIELDS
 from resnets.train.lr_find import lr_find, suggest_lr
-from resnets.train.optim import lr_factor, make_optimizer
+from resnets.train.optim import default_lr, lr_factor, make_optimizer
 from resnets.train.runtime import resolve_runtime
 from resnets.train.step import MixedTargets, classification_loss
 from resnets.trained import load_trained, predict
@@ -268,6 +268,39 @@ def test_freeze_epochs_unfreezes_the_body_after_the_head_phase(tmp_path: Path, c
     assert not torch.equal(first["fc.weight"], init["fc.weight"])
     changed = [k for k in body if not torch.equal(second[k], first[k])]
     assert changed == body, f"unchanged after unfreezing: {sorted(set(body) - set(changed))}"
+
+
+def test_fine_tune_schedule_is_fastais() -> None:
+    """fastai's fine_tune(freeze_epochs=3, epochs=12, base_lr=5e-4, pct_start=0.3): fit_one_cycle(3, base_lr,
+    pct_start=0.99), then base_lr /= 2 and fit_one_cycle(12, base_lr, pct_start) - the first peak after 99% of
+    its steps, the second at half the LR after 30% of the 12 epochs."""
+    cfg = TrainConfig(freeze_epochs=3, epochs=12, warmup_epochs=3.6, lr=5e-4, schedule="onecycle")  # 0.3 x 12
+    lr = [default_lr(cfg) * schedule.lr_multiplier(cfg, 100, s) for s in range(1500)]
+    first, second = lr[:300], lr[300:]
+    assert max(first) == pytest.approx(5e-4) and first.index(max(first)) == 296  # 99% of 300 steps
+    assert max(second) == pytest.approx(2.5e-4) and second.index(max(second)) == 359  # 30% of 1200 steps
+    assert second[-1] < 1e-6 and first[-1] < first[296]
+    plain = TrainConfig(epochs=15, warmup_epochs=4.5, lr=5e-4)  # no phases: one schedule at the full LR
+    assert max(schedule.lr_multiplier(plain, 100, s) for s in range(1500)) == pytest.approx(1.0)
+
+
+def test_fine_tune_from_scratch_freezes_nothing_and_starts_the_optimizer_afresh(
+    tmp_path: Path, capture: dict
+) -> None:
+    """As fastai's Learner on a model with one parameter group (the fastbook seed's custom ResNet-34):
+    --freeze-epochs without pretrained weights trains every layer in the first phase too, and the unfreezing
+    clears the optimizer's state (fastai's freeze_to -> opt.clear_state()): AdamW's step count after the run
+    is the second phase's steps, not both phases'."""
+    out = tmp_path / "run"
+    fit(TrainConfig(**tiny(out, freeze_epochs=1, epochs=1, optimizer="adamw", lr=1e-3)))
+    init, first = capture["init"], capture["epoch1"]
+    assert all(not torch.equal(first[k], init[k]) for k in init if init[k].ndim == 4), "a conv stayed frozen"
+    fit(TrainConfig(**tiny(tmp_path / "one-phase", epochs=2, optimizer="adamw", lr=1e-3)))
+    for run, phase_epochs in ((out, 1), (tmp_path / "one-phase", 2)):
+        state = torch.load(run / "state.pt", weights_only=True)
+        steps_per_epoch = state["step"] // 2
+        adam_steps = {float(s["step"]) for s in state["optimizer"]["state"].values()}
+        assert steps_per_epoch > 1 and adam_steps == {phase_epochs * steps_per_epoch}, (run.name, adam_steps)
 
 
 def test_finetune_imagenet_resnet18_on_an_image_folder(tmp_path: Path) -> None:

@@ -79,8 +79,9 @@ class TrainConfig:
     )
     freeze_epochs: int = option(
         0,
-        "fastai's fine_tune: N head-only epochs first, then --epochs more with all layers (so N + epochs in "
-        "all), each phase with its own LR schedule",
+        "fastai's fine_tune: N head-only epochs first (a one-cycle peaking at their end), then --epochs more with "
+        "all layers at half the LR, the optimizer's state cleared (N + epochs in all); without --weights nothing "
+        "is frozen, as in fastai's Learner with one parameter group: two one-cycle phases over all layers",
     )
     train_bn: bool = option(True, "keep BatchNorm trainable while the body is frozen, as fastai does")
     lr_ratio: float = option(
@@ -180,6 +181,15 @@ class TrainConfig:
             object.__setattr__(self, "weights", None if weights is None else str(weights))
 
     @property
+    def frozen_epochs(self) -> int:
+        """Epochs whose body is frozen: all with --freeze; the first --freeze-epochs on pretrained weights; none
+        on a net trained from scratch (fastai's `fine_tune` on a Learner whose model has one parameter group
+        freezes nothing: both phases train every layer)."""
+        if self.freeze:
+            return self.total_epochs
+        return self.freeze_epochs if self.weights is not None else 0
+
+    @property
     def total_epochs(self) -> int:
         """Epochs the run trains: `freeze_epochs` head-only ones and then `epochs` (fastai's `fine_tune`)."""
         return self.freeze_epochs + self.epochs
@@ -264,9 +274,9 @@ class TrainConfig:
             (self.freeze_epochs >= 0, f"freeze_epochs must be >= 0, got {self.freeze_epochs}"),
             (not (self.freeze and self.freeze_epochs), "use either --freeze (head only) or --freeze-epochs"),
             (
-                self.weights is not None or not (self.freeze or self.freeze_epochs),
-                "--freeze and --freeze-epochs train the classifier on top of pretrained features: give --weights "
-                "(on a random body the head learns from noise)",
+                self.weights is not None or not self.freeze,
+                "--freeze trains the classifier on top of pretrained features: give --weights (on a random body "
+                "the head learns from noise)",
             ),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (0 <= self.ema < 1, "ema is a decay in [0, 1), e.g. 0.999"),

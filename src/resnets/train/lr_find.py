@@ -49,7 +49,7 @@ def lr_find(
         raise ValueError(f"steps must be >= 2, got {steps}")
     setup = prepare(cfg)  # the model, data, format, sync-BN and class weights `resnets train` would use
     runtime, bundle, model, optimizer = setup.runtime, setup.bundle, setup.model, setup.optimizer
-    set_frozen(model, cfg.freeze or cfg.freeze_epochs > 0, cfg.train_bn)  # fine-tuning: the head phase's LR
+    set_frozen(model, cfg.frozen_epochs > 0, cfg.train_bn)  # fine-tuning: the head phase's LR
     augment = cfg.augment()
     growth = (end / start) ** (1 / (steps - 1))
     lrs: list[float] = []

@@ -211,8 +211,14 @@ def describe(run: Run) -> str:
     val = f"{len(bundle.val)} val / " if bundle.val is not None else ""
     selection = (f"the best epoch by validation {run.monitor}" + (f", early stop after {cfg.early_stop}" if cfg.early_stop else "")
                  if bundle.val is not None else "the last epoch (no validation split: nothing is selected)")  # fmt: skip
+    phases = ""
+    if cfg.freeze_epochs:
+        first = "head only" if cfg.frozen_epochs else "all layers: no pretrained weights, nothing to freeze"
+        phases = (
+            f" (fastai's fine_tune: {cfg.freeze_epochs} epochs {first}; then {cfg.epochs} at half the LR)"
+        )
     return (f"training {cfg.model} on {bundle.name} ({len(bundle.train)} train / {val}{len(bundle.test)} test images, "
-            f"{bundle.num_classes} classes; {bundle.roles}) for {cfg.total_epochs} epochs on {runtime.device} ({fmt}, "
+            f"{bundle.num_classes} classes; {bundle.roles}) for {cfg.total_epochs} epochs{phases} on {runtime.device} ({fmt}, "
             f"{torch.get_num_threads()} CPU threads) -> {run.dir}; "
             f"the model kept is {selection}")  # fmt: skip
 
@@ -269,7 +275,6 @@ def _fit(run: Run) -> History:
     if runtime.world_size > 1:
         log(cfg, runtime, f"distributed: {runtime.world_size} processes x batch {cfg.batch_size} = global batch "
             f"{runtime.world_size * cfg.batch_size}, peak lr {default_lr(cfg):g}")  # fmt: skip
-    freeze_until = cfg.total_epochs if cfg.freeze else cfg.freeze_epochs
     # rebuilt when freezing changes: DDP syncs the trainable params only
     train_model, frozen, result = run.model, None, None
     try:
@@ -278,11 +283,13 @@ def _fit(run: Run) -> History:
                 log(cfg, runtime, f"early stop: validation {run.monitor} has not improved for "
                     f"{run.selection.since} epochs")  # fmt: skip
                 break
-            if frozen != (epoch < freeze_until):
-                frozen = epoch < freeze_until
+            if frozen != (epoch < cfg.frozen_epochs):
+                frozen = epoch < cfg.frozen_epochs
                 set_frozen(run.model, frozen, cfg.train_bn)
                 train_model = distributed.wrap(run.model, runtime.device)
                 train_model = compile_for_training(train_model, runtime) if runtime.compile else train_model
+            if epoch == cfg.freeze_epochs > 0:  # fastai's unfreeze: the optimizer starts afresh (clear_state)
+                run.setup.optimizer.state.clear()
             row, result = run_epoch(run, epoch, train_model, loader)
             history.epochs.append(row)
             # epochs without an evaluation (--eval-every) are never chosen; the test split never selects

@@ -6,15 +6,22 @@ from __future__ import annotations
 from .config import TrainConfig
 from .optim import lr_factor
 
+# fastai's `fine_tune`: the frozen phase's one-cycle peaks after 99% of it (pct_start=0.99), then `base_lr /= 2`
+FINE_TUNE_WARMUP = 0.99
+FINE_TUNE_LR = 0.5
+
 
 def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int, step: int) -> float:
-    """The LR schedule as a plain function of the global step. With --freeze-epochs the head-only phase
-    and the unfrozen phase each get their own schedule, as fastai's `fine_tune`."""
-    total = cfg.total_epochs
+    """The LR schedule as a plain function of the global step. With --freeze-epochs, fastai's `fine_tune`: the
+    first phase warms up over 99% of its steps, the second (all layers) has its own schedule at half the LR."""
     boundary = cfg.freeze_epochs * steps_per_epoch
-    begin, end = (0, boundary) if step < boundary else (boundary, total * steps_per_epoch)
-    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), (end - begin) // 2)
-    return lr_factor(step - begin, end - begin, warmup, cfg.schedule, cfg.milestones, cfg.gamma)
+    if step < boundary:
+        warmup = int(FINE_TUNE_WARMUP * boundary)
+        return lr_factor(step, boundary, warmup, cfg.schedule, cfg.milestones, cfg.gamma)
+    length = cfg.total_epochs * steps_per_epoch - boundary
+    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), length // 2)
+    scale = FINE_TUNE_LR if boundary else 1.0
+    return scale * lr_factor(step - boundary, length, warmup, cfg.schedule, cfg.milestones, cfg.gamma)
 
 
 def evaluates(cfg: TrainConfig, epoch: int) -> bool:
