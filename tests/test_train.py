@@ -282,6 +282,13 @@ def test_fine_tune_schedule_is_fastais() -> None:
     assert second[-1] < 1e-6 and first[-1] < first[296]
     plain = TrainConfig(epochs=15, warmup_epochs=4.5, lr=5e-4)  # no phases: one schedule at the full LR
     assert max(schedule.lr_multiplier(plain, 100, s) for s in range(1500)) == pytest.approx(1.0)
+    # --schedule fastai: fit_one_cycle's cosines, from lr/25 (fine_tune's second phase: lr/5) to lr/1e5
+    fastai = replace(cfg, schedule="fastai")
+    lr = [schedule.lr_multiplier(fastai, 100, s) for s in range(1500)]
+    assert lr[0] == pytest.approx(1 / 25) and lr[297] == pytest.approx(1) == max(lr[:300])  # 99% of 300 steps
+    assert lr[300] == pytest.approx(0.5 / 5) and lr[660] == pytest.approx(0.5) and max(lr[300:]) <= 0.5
+    assert lr[300 + 180] == pytest.approx(0.5 * (1 / 5 + 1) / 2)  # halfway up a cosine: the mean of its ends
+    assert lr[-1] < 1e-5 and lr[660 + 420] == pytest.approx(0.5 * (1 + 1e-5) / 2)
 
 
 def test_fine_tune_from_scratch_freezes_nothing_and_starts_the_optimizer_afresh(

@@ -43,10 +43,11 @@ class TrainConfig:
     momentum: float = option(0.9, "SGD momentum (0: plain SGD)")
     nesterov: bool = option(True, "Nesterov momentum (the paper used plain heavy-ball momentum)")
     weight_decay: float = option(5e-4, "weight decay, not applied to BatchNorm and biases")
-    schedule: Literal["onecycle", "cosine", "step", "constant"] = option(
+    schedule: Literal["onecycle", "cosine", "step", "constant", "fastai"] = option(
         "onecycle",
         "after the warm-up: onecycle (linear decay to 0), cosine (to 0), step (x gamma at each "
-        "milestone), constant",
+        "milestone), constant; fastai: fastai's fit_one_cycle (cosine from lr/25 up to lr over the warm-up, "
+        "cosine down to lr/1e5)",
     )
     milestones: tuple[float, ...] | None = option(
         None,

@@ -55,6 +55,23 @@ def make_optimizer(model: ResNet, cfg: TrainConfig, lr_ratio: float = 1.0) -> to
     return torch.optim.AdamW(groups, lr=default_lr(cfg))
 
 
+# fastai's fit_one_cycle starts at lr / div (25 by default; fine_tune's second phase passes 5) and ends at
+# lr / div_final
+FASTAI_DIV, FASTAI_FINAL_DIV = 25.0, 1e5
+
+
+def fastai_one_cycle(position: float, pct_start: float, div: float = FASTAI_DIV) -> float:
+    """fastai's one-cycle LR multiplier at `position` (0 to 1) of the phase: cosine from 1/div up to 1 over the
+    first `pct_start`, then cosine down to 1/div_final (fastai's combined_cos of two SchedCos)."""
+
+    def cos_between(start: float, end: float, p: float) -> float:
+        return start + (1 + math.cos(math.pi * (1 - p))) * (end - start) / 2
+
+    if position < pct_start:
+        return cos_between(1 / div, 1.0, position / pct_start)
+    return cos_between(1.0, 1 / FASTAI_FINAL_DIV, (position - pct_start) / (1 - pct_start))
+
+
 def lr_factor(
     step: int,
     total: int,
@@ -62,9 +79,13 @@ def lr_factor(
     schedule: str,
     milestones: Sequence[float] | None = None,
     gamma: float = 0.1,
+    div: float = FASTAI_DIV,
 ) -> float:
     """Multiplier of the peak LR at `step` of `total`: linear warm-up, then linear (one-cycle) or cosine decay
-    to 0, `gamma` per milestone passed (step; fractions of `total`, default STEP_MILESTONES), or 1 (constant)."""
+    to 0, `gamma` per milestone passed (step; fractions of `total`, default STEP_MILESTONES), or 1 (constant);
+    "fastai": fastai's one-cycle, its warm-up the first `warmup` steps, starting at 1/`div`."""
+    if schedule == "fastai":
+        return fastai_one_cycle(step / total, warmup / total, div)
     if step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":

@@ -4,11 +4,13 @@ which epochs evaluate, and the image size of each epoch under progressive resizi
 from __future__ import annotations
 
 from .config import TrainConfig
-from .optim import lr_factor
+from .optim import FASTAI_DIV, lr_factor
 
 # fastai's `fine_tune`: the frozen phase's one-cycle peaks after 99% of it (pct_start=0.99), then `base_lr /= 2`
+# and the second phase's one-cycle (with --schedule fastai) starts at lr / 5
 FINE_TUNE_WARMUP = 0.99
 FINE_TUNE_LR = 0.5
+FINE_TUNE_DIV = 5.0
 
 
 def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int, step: int) -> float:
@@ -20,8 +22,8 @@ def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int, step: int) -> float:
         return lr_factor(step, boundary, warmup, cfg.schedule, cfg.milestones, cfg.gamma)
     length = cfg.total_epochs * steps_per_epoch - boundary
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), length // 2)
-    scale = FINE_TUNE_LR if boundary else 1.0
-    return scale * lr_factor(step - boundary, length, warmup, cfg.schedule, cfg.milestones, cfg.gamma)
+    scale, div = (FINE_TUNE_LR, FINE_TUNE_DIV) if boundary else (1.0, FASTAI_DIV)
+    return scale * lr_factor(step - boundary, length, warmup, cfg.schedule, cfg.milestones, cfg.gamma, div)
 
 
 def evaluates(cfg: TrainConfig, epoch: int) -> bool:
