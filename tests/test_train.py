@@ -289,6 +289,10 @@ def test_fine_tune_schedule_is_fastais() -> None:
     assert lr[300] == pytest.approx(0.5 / 5) and lr[660] == pytest.approx(0.5) and max(lr[300:]) <= 0.5
     assert lr[300 + 180] == pytest.approx(0.5 * (1 / 5 + 1) / 2)  # halfway up a cosine: the mean of its ends
     assert lr[-1] < 1e-5 and lr[660 + 420] == pytest.approx(0.5 * (1 + 1e-5) / 2)
+    # ... and its momentum (Adam's beta1) cycled against the LR: 0.95, 0.85 at each peak, back to 0.95
+    momentum = [schedule.momentum_at(fastai, 100, s) for s in (0, 297, 300, 660, 1499)]
+    assert momentum[:4] == pytest.approx([0.95, 0.85, 0.95, 0.85]) and 0.9499 < momentum[4] < 0.95
+    assert schedule.momentum_at(cfg, 100, 0) is None  # other schedules leave the optimizer's own
 
 
 def test_fine_tune_from_scratch_freezes_nothing_and_starts_the_optimizer_afresh(
@@ -297,17 +301,21 @@ def test_fine_tune_from_scratch_freezes_nothing_and_starts_the_optimizer_afresh(
     """As fastai's Learner on a model with one parameter group (the fastbook seed's custom ResNet-34):
     --freeze-epochs without pretrained weights trains every layer in the first phase too, and the unfreezing
     clears the optimizer's state (fastai's freeze_to -> opt.clear_state()): AdamW's step count after the run
-    is the second phase's steps, not both phases'."""
+    is the second phase's steps, not both phases'. With --schedule fastai, Adam's beta1 follows the cycle."""
     out = tmp_path / "run"
-    fit(TrainConfig(**tiny(out, freeze_epochs=1, epochs=1, optimizer="adamw", lr=1e-3)))
+    cfg = TrainConfig(**tiny(out, freeze_epochs=1, epochs=2, optimizer="adamw", lr=1e-3, schedule="fastai"))
+    fit(cfg)
     init, first = capture["init"], capture["epoch1"]
     assert all(not torch.equal(first[k], init[k]) for k in init if init[k].ndim == 4), "a conv stayed frozen"
-    fit(TrainConfig(**tiny(tmp_path / "one-phase", epochs=2, optimizer="adamw", lr=1e-3)))
-    for run, phase_epochs in ((out, 1), (tmp_path / "one-phase", 2)):
+    fit(TrainConfig(**tiny(tmp_path / "one-phase", epochs=3, optimizer="adamw", lr=1e-3)))
+    for run, phase_epochs in ((out, 2), (tmp_path / "one-phase", 3)):
         state = torch.load(run / "state.pt", weights_only=True)
-        steps_per_epoch = state["step"] // 2
+        steps_per_epoch = state["step"] // 3
         adam_steps = {float(s["step"]) for s in state["optimizer"]["state"].values()}
         assert steps_per_epoch > 1 and adam_steps == {phase_epochs * steps_per_epoch}, (run.name, adam_steps)
+    beta1 = torch.load(out / "state.pt", weights_only=True)["optimizer"]["param_groups"][0]["betas"][0]
+    last = schedule.momentum_at(cfg, steps_per_epoch, 3 * steps_per_epoch - 1)
+    assert beta1 == pytest.approx(last) and abs(last - 0.9) > 0.01, (beta1, last)  # not AdamW's own 0.9
 
 
 def test_finetune_imagenet_resnet18_on_an_image_folder(tmp_path: Path) -> None:

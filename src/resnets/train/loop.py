@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from itertools import islice
 
 import torch
@@ -18,7 +19,7 @@ from ..models.registry import resolve_spec
 from . import distributed
 from .config import TrainConfig
 from .metrics import EvalResult, MetricAccumulator
-from .optim import default_lr, set_lr
+from .optim import default_lr, set_lr, set_momentum
 from .progress import progress
 from .runtime import Runtime
 from .step import MixedTargets, training_step
@@ -48,6 +49,7 @@ def train_one_epoch(
     ema: nn.Module | None = None,
     desc: str = "train",
     class_weight: torch.Tensor | None = None,
+    momentum_at: Callable[[int], float | None] | None = None,
 ) -> tuple[float, float, int]:
     """One pass over `loader`; returns (mean loss, accuracy, next global step). LR is set every step;
     `class_weight` weighs each class's loss (--class-weights balanced). Loss and accuracy are summed on the
@@ -62,6 +64,8 @@ def train_one_epoch(
     seen, start, shown_at = 0, time.perf_counter(), 0.0
     for x, y in bar:
         set_lr(optimizer, default_lr(cfg), lr_at(step))
+        if momentum_at is not None and (momentum := momentum_at(step)) is not None:
+            set_momentum(optimizer, momentum)
         mixed = None
         if cfg.mixup > 0:
             x, y_a, y_b, lam = mixup(x, y, cfg.mixup, generator)

@@ -60,16 +60,16 @@ def make_optimizer(model: ResNet, cfg: TrainConfig, lr_ratio: float = 1.0) -> to
 FASTAI_DIV, FASTAI_FINAL_DIV = 25.0, 1e5
 
 
-def fastai_one_cycle(position: float, pct_start: float, div: float = FASTAI_DIV) -> float:
-    """fastai's one-cycle LR multiplier at `position` (0 to 1) of the phase: cosine from 1/div up to 1 over the
-    first `pct_start`, then cosine down to 1/div_final (fastai's combined_cos of two SchedCos)."""
+def fastai_cycle(position: float, pct_start: float, start: float, middle: float, end: float) -> float:
+    """fastai's combined_cos at `position` (0 to 1) of a phase: a cosine from `start` to `middle` over the first
+    `pct_start`, then one from `middle` to `end` (the shape of fit_one_cycle's LR and momentum)."""
 
-    def cos_between(start: float, end: float, p: float) -> float:
-        return start + (1 + math.cos(math.pi * (1 - p))) * (end - start) / 2
+    def cos_between(a: float, b: float, p: float) -> float:
+        return a + (1 + math.cos(math.pi * (1 - p))) * (b - a) / 2
 
     if position < pct_start:
-        return cos_between(1 / div, 1.0, position / pct_start)
-    return cos_between(1.0, 1 / FASTAI_FINAL_DIV, (position - pct_start) / (1 - pct_start))
+        return cos_between(start, middle, position / pct_start)
+    return cos_between(middle, end, (position - pct_start) / (1 - pct_start))
 
 
 def lr_factor(
@@ -85,7 +85,7 @@ def lr_factor(
     to 0, `gamma` per milestone passed (step; fractions of `total`, default STEP_MILESTONES), or 1 (constant);
     "fastai": fastai's one-cycle, its warm-up the first `warmup` steps, starting at 1/`div`."""
     if schedule == "fastai":
-        return fastai_one_cycle(step / total, warmup / total, div)
+        return fastai_cycle(step / total, warmup / total, 1 / div, 1.0, 1 / FASTAI_FINAL_DIV)
     if step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":
@@ -104,6 +104,15 @@ def set_lr(optimizer: torch.optim.Optimizer, peak: float, factor: float) -> floa
     for group in optimizer.param_groups:
         group["lr"] = peak * factor * group["base_scale"]
     return peak * factor
+
+
+def set_momentum(optimizer: torch.optim.Optimizer, momentum: float) -> None:
+    """Set the momentum of every group: Adam's beta1, or SGD's where it has momentum (plain SGD stays plain)."""
+    for group in optimizer.param_groups:
+        if "betas" in group:
+            group["betas"] = (momentum, group["betas"][1])
+        elif group.get("momentum", 0) > 0:
+            group["momentum"] = momentum
 
 
 def blow_up_hint(row: dict, split: str, num_classes: int, cfg: TrainConfig) -> str | None:

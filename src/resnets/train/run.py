@@ -29,7 +29,7 @@ from .metrics import EvalResult
 from .optim import blow_up_hint, default_lr
 from .records import History, resolved_record, results_record, weights_meta
 from .runtime import compile_for_training, precision_name
-from .schedule import evaluates, lr_multiplier, train_size
+from .schedule import evaluates, lr_multiplier, momentum_at, train_size
 from .selection import Selection
 from .setup import Setup, positive_index, prepare
 from .tboard import log_epoch, open_writer
@@ -173,6 +173,7 @@ def run_epoch(
     train_loss, train_acc, run.step = train_one_epoch(
         train_model, loader, setup.optimizer, runtime, cfg, lr_at, run.step, generator, setup.ema,
         desc=f"epoch {epoch + 1}/{cfg.total_epochs}", class_weight=setup.class_weight,
+        momentum_at=partial(momentum_at, cfg, setup.steps_per_epoch),
     )  # fmt: skip
     train_loss, train_acc = distributed.mean_over_ranks([train_loss, train_acc], runtime.device)
     result = None

@@ -4,7 +4,7 @@ which epochs evaluate, and the image size of each epoch under progressive resizi
 from __future__ import annotations
 
 from .config import TrainConfig
-from .optim import FASTAI_DIV, lr_factor
+from .optim import FASTAI_DIV, fastai_cycle, lr_factor
 
 # fastai's `fine_tune`: the frozen phase's one-cycle peaks after 99% of it (pct_start=0.99), then `base_lr /= 2`
 # and the second phase's one-cycle (with --schedule fastai) starts at lr / 5
@@ -13,17 +13,36 @@ FINE_TUNE_LR = 0.5
 FINE_TUNE_DIV = 5.0
 
 
-def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int, step: int) -> float:
-    """The LR schedule as a plain function of the global step. With --freeze-epochs, fastai's `fine_tune`: the
-    first phase warms up over 99% of its steps, the second (all layers) has its own schedule at half the LR."""
+# fastai's fit_one_cycle cycles the momentum (SGD's, Adam's beta1) against the LR: 0.95, 0.85 at the peak, 0.95
+FASTAI_MOMS = (0.95, 0.85, 0.95)
+
+
+def phase_at(cfg: TrainConfig, steps_per_epoch: int, step: int) -> tuple[int, int, int, float, float]:
+    """The schedule phase `step` is in, as (its first step, its length, its warm-up steps, its LR scale, its
+    one-cycle's div). One phase; with --freeze-epochs, fastai's `fine_tune`: the first warms up over 99% of its
+    steps, the second (all layers) has its own schedule at half the LR, starting at lr / 5."""
     boundary = cfg.freeze_epochs * steps_per_epoch
     if step < boundary:
-        warmup = int(FINE_TUNE_WARMUP * boundary)
-        return lr_factor(step, boundary, warmup, cfg.schedule, cfg.milestones, cfg.gamma)
+        return 0, boundary, int(FINE_TUNE_WARMUP * boundary), 1.0, FASTAI_DIV
     length = cfg.total_epochs * steps_per_epoch - boundary
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), length // 2)
     scale, div = (FINE_TUNE_LR, FINE_TUNE_DIV) if boundary else (1.0, FASTAI_DIV)
-    return scale * lr_factor(step - boundary, length, warmup, cfg.schedule, cfg.milestones, cfg.gamma, div)
+    return boundary, length, warmup, scale, div
+
+
+def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int, step: int) -> float:
+    """The LR schedule as a plain function of the global step (a multiplier of the peak LR)."""
+    begin, length, warmup, scale, div = phase_at(cfg, steps_per_epoch, step)
+    return scale * lr_factor(step - begin, length, warmup, cfg.schedule, cfg.milestones, cfg.gamma, div)
+
+
+def momentum_at(cfg: TrainConfig, steps_per_epoch: int, step: int) -> float | None:
+    """With --schedule fastai, fit_one_cycle's momentum at the global step (FASTAI_MOMS, the same cosines as its
+    LR); otherwise None: the optimizer keeps its own."""
+    if cfg.schedule != "fastai":
+        return None
+    begin, length, warmup, _, _ = phase_at(cfg, steps_per_epoch, step)
+    return fastai_cycle((step - begin) / length, warmup / length, *FASTAI_MOMS)
 
 
 def evaluates(cfg: TrainConfig, epoch: int) -> bool:

@@ -115,8 +115,8 @@ FASTBOOK_TARGET = 0.849
 # freeze nothing there; ours does the same without --weights (TrainConfig.frozen_epochs): all layers train
 # 3 epochs on fastai's cosine one-cycle (from 5e-4/25 up to 5e-4 after 99% of them, `--schedule fastai`), then
 # 12 at half the LR (from 2.5e-4/5, peak after 30%: warm-up 3.6 epochs, down to 2.5e-9), the optimizer's state
-# cleared between. Still different from fastai: Adam's momentum is not cycled (fastai: 0.95-0.85-0.95) and
-# keeps torch's betas (0.9, 0.999) and eps 1e-8 (fastai: 0.99, 1e-5); aug_transforms(min_scale=0.5)'s
+# cleared between, Adam's beta1 cycled 0.95-0.85-0.95 against the LR as fastai does. Still different from
+# fastai: Adam's beta2 and eps are torch's 0.999 and 1e-8 (fastai: 0.99, 1e-5); aug_transforms(min_scale=0.5)'s
 # random-resized crops (50-100% of the area, --crop-scale 0.5) and flips, without its small rotations,
 # lighting changes and warps; no Resize(460) presize (the public copy is 224 px already).
 FASTBOOK_RECIPE: dict[str, Any] = SHORT_RUN | {
