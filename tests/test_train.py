@@ -450,6 +450,9 @@ def test_step_and_constant_schedules_and_the_source_presets() -> None:
         cfg.validate()
     assert (paper.nesterov, paper.tta, paper.label_smoothing, paper.val_split) == (False, False, 0.0, 0.1)
     assert make_optimizer(create_model("cifar_resnet20"), paper).defaults["nesterov"] is False
+    fastai_adam = TrainConfig(optimizer="adamw", adam_beta2=0.99, adam_eps=1e-5)  # fastai's Adam
+    defaults = make_optimizer(create_model("cifar_resnet20"), fastai_adam).defaults
+    assert (defaults["betas"], defaults["eps"]) == ((0.9, 0.99), 1e-5)
 
 
 def test_grad_clip_bounds_every_step_of_a_run(tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ PER_RUN = frozenset({"model", "data", "data_root", "epochs", "batch_size", "lr",
 # 2 px crops (an eighth of the 16 px images of the CPU budgets; the paper pads 4 of 32) and flips; no label
 # smoothing, single-view test and no validation split (the last epoch is the model), as in the paper's curves.
 SHORT_RUN: dict[str, Any] = {
-    "optimizer": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "schedule": "onecycle",
+    "optimizer": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "adam_beta2": 0.999, "adam_eps": 1e-8,
+    "schedule": "onecycle",
     "milestones": None, "gamma": 0.1, "warmup_epochs": 1.0, "label_smoothing": 0.0, "crop_padding": 2, "crop_scale": 0.08,
     "flip": True, "cutout": 0, "mixup": 0.0, "weights": None, "freeze": False, "freeze_epochs": 0,
     "train_bn": True, "lr_ratio": 10.0, "in_channels": None, "drop_rate": 0.0, "stochastic_depth": 0.0,

@@ -43,6 +43,10 @@ class TrainConfig:
     momentum: float = option(0.9, "SGD momentum (0: plain SGD)")
     nesterov: bool = option(True, "Nesterov momentum (the paper used plain heavy-ball momentum)")
     weight_decay: float = option(5e-4, "weight decay, not applied to BatchNorm and biases")
+    adam_beta2: float = option(
+        0.999, "AdamW's beta2, the decay of its squared-gradient average (fastai: 0.99)"
+    )
+    adam_eps: float = option(1e-8, "AdamW's epsilon (fastai: 1e-5)")
     schedule: Literal["onecycle", "cosine", "step", "constant", "fastai"] = option(
         "onecycle",
         "after the warm-up: onecycle (linear decay to 0), cosine (to 0), step (x gamma at each "
@@ -279,6 +283,8 @@ class TrainConfig:
                 "--freeze trains the classifier on top of pretrained features: give --weights (on a random body "
                 "the head learns from noise)",
             ),
+            (0 <= self.adam_beta2 < 1, f"adam_beta2 is a decay in [0, 1), got {self.adam_beta2}"),
+            (self.adam_eps > 0, f"adam_eps must be > 0, got {self.adam_eps}"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (0 <= self.ema < 1, "ema is a decay in [0, 1), e.g. 0.999"),
             (self.mixup >= 0, "mixup alpha must be >= 0"),

@@ -52,7 +52,7 @@ def make_optimizer(model: ResNet, cfg: TrainConfig, lr_ratio: float = 1.0) -> to
     if cfg.optimizer == "sgd":
         nesterov = cfg.nesterov and cfg.momentum > 0
         return torch.optim.SGD(groups, lr=default_lr(cfg), momentum=cfg.momentum, nesterov=nesterov)
-    return torch.optim.AdamW(groups, lr=default_lr(cfg))
+    return torch.optim.AdamW(groups, lr=default_lr(cfg), betas=(0.9, cfg.adam_beta2), eps=cfg.adam_eps)
 
 
 # fastai's fit_one_cycle starts at lr / div (25 by default; fine_tune's second phase passes 5) and ends at

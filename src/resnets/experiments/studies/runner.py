@@ -48,7 +48,7 @@ MACHINE_FIELDS = frozenset({"data_root", "out", "device", "quiet", "workers", "p
                             "compile"})  # fmt: skip
 # training options added after units were recorded, each with the value every earlier unit trained with (the
 # behaviour before the option existed): a record that lacks one is read with that value
-ADDED_OPTIONS = {"crop_scale": INCEPTION_CROP_SCALE}
+ADDED_OPTIONS = {"crop_scale": INCEPTION_CROP_SCALE, "adam_beta2": 0.999, "adam_eps": 1e-8}  # (torch's AdamW)
 
 
 @dataclass(frozen=True)
