@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -25,6 +26,7 @@ from resnets.data import (
     make_loader,
     mixup,
 )
+from resnets.data.augment import DISTORT_P, Distortion, distort, draw_distortion, warp_grid
 from resnets.data.folder import random_resized_crop_box
 from resnets.train import TrainConfig
 
@@ -150,6 +152,131 @@ def test_crop_scale_sets_the_smallest_random_resized_crop() -> None:
         assert sum(torch.equal(view[i][0], raw[i]) for i in range(10)) == same, scale
     with pytest.raises(ValueError, match="crop_scale is a fraction"):
         TrainConfig(crop_scale=0.0).validate()
+
+
+def test_crop_ratio_one_gives_square_crops() -> None:
+    """--crop-ratio 1 (fastai's aug_transforms): every random-resized crop is square (to rounding); the default
+    4/3 gives crops as wide as 4:3 and as tall as 3:4."""
+    for ratio, low, high in ((1.0, 0.98, 1.02), (4 / 3, 0.7, 1.4)):
+        generator = torch.Generator().manual_seed(0)
+        shapes = [random_resized_crop_box(200, 300, generator, 0.5, ratio)[2:] for _ in range(300)]
+        ratios = [w / h for h, w in shapes]
+        assert low <= min(ratios) and max(ratios) <= high, ratio
+        if ratio > 1:
+            assert min(ratios) < 0.8 and max(ratios) > 1.25
+    with pytest.raises(ValueError, match="crop_ratio is the widest"):
+        TrainConfig(crop_ratio=0.5).validate()
+
+
+def blob(h: int, w: int, x: float, y: float) -> torch.Tensor:
+    """A (1, 1, h, w) image holding one small Gaussian spot centred at pixel (x, y)."""
+    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    return torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 3)[None, None]
+
+
+def spot(image: torch.Tensor) -> tuple[float, float]:
+    """The (x, y) centroid of a spot image."""
+    m = image[0, 0]
+    yy, xx = torch.meshgrid(torch.arange(m.shape[0]).float(), torch.arange(m.shape[1]).float(), indexing="ij")
+    return float((m * xx).sum() / m.sum()), float((m * yy).sum() / m.sum())
+
+
+def one(
+    angle: float = 0.0, scale: float = 1.0, centre=(0.5, 0.5), warp=(0.0, 0.0), brightness=0.5, contrast=1.0
+):
+    t = lambda v: torch.tensor([float(v)])  # noqa: E731
+    return Distortion(
+        t(angle), t(scale), torch.tensor([centre]), torch.tensor([warp]), t(brightness), t(contrast)
+    )
+
+
+def test_rotation_and_zoom_move_a_spot_where_geometry_says() -> None:
+    """A spot at (x, y) from the centre of a 41 x 61 image: rotated by 30 degrees it turns about the centre
+    (in pixels, the image's aspect kept), zoomed 1.5x about the centre it moves 1.5x as far out; zoomed
+    about the top-left corner (centre (0, 0)), the corner stays and the spot moves away from it."""
+    h, w, cx, cy = 41, 61, 30.0, 20.0
+    x, y = 8.0, -5.0  # px from the centre
+    image = blob(h, w, cx + x, cy + y)
+    turned = spot(distort(image, one(angle=30)))
+    a = math.radians(30)
+    assert turned == pytest.approx(
+        (cx + x * math.cos(a) - y * math.sin(a), cy + x * math.sin(a) + y * math.cos(a)), abs=0.05
+    )
+    assert spot(distort(image, one(scale=1.5))) == pytest.approx((cx + 1.5 * x, cy + 1.5 * y), abs=0.05)
+    corner = spot(distort(blob(h, w, 10, 8), one(scale=1.5, centre=(0.0, 0.0))))
+    assert corner == pytest.approx((15, 12), abs=0.05)
+    assert torch.allclose(distort(image, one()), image)  # neutral draws leave the image as it was
+
+
+def test_warp_sends_the_moved_corners_to_the_image_corners() -> None:
+    """fastai's Warp: with magnitudes (dx, dy) the output's points at the corners moved as fastai moves them
+    (the y magnitude shifts corners along x, the x magnitude along y) sample the input's corners; straight
+    lines stay straight (a projective map), and zero magnitudes change nothing."""
+    dx, dy = 0.2, -0.1
+    corners = torch.tensor([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
+    moved = torch.tensor([[-1 - dy, -1 - dx], [-1 + dy, 1 + dx], [1 + dy, -1 + dx], [1 - dy, 1 - dx]])
+    sampled = warp_grid(moved.view(1, 2, 2, 2), torch.tensor([[dx, dy]])).view(4, 2)
+    assert torch.allclose(sampled, corners, atol=1e-5)
+    line = torch.stack([torch.linspace(-1, 1, 9), torch.full((9,), 0.3)], -1).view(1, 1, 9, 2)
+    out = warp_grid(line, torch.tensor([[dx, dy]])).view(9, 2)
+    steps = out[1:] - out[:-1]
+    cross = steps[:-1, 0] * steps[1:, 1] - steps[:-1, 1] * steps[1:, 0]
+    assert cross.abs().max() < 1e-5
+    assert torch.allclose(warp_grid(line, torch.zeros(1, 2)), line)
+
+
+def test_lighting_moves_mid_grey_to_the_drawn_brightness_and_keeps_order() -> None:
+    """fastai's lighting works on logits, brightness first: mid-grey becomes the drawn brightness (contrast 1),
+    stays mid-grey under any contrast (brightness 0.5), and under both lands at sigmoid(c * logit(b));
+    contrast > 1 spreads values away from mid-grey, < 1 pulls them in; the order of values never changes."""
+    ramp = torch.linspace(0.05, 0.95, 19).view(1, 1, 1, 19)
+    both = 1 / (1 + math.exp(-1.25 * math.log(0.4 / 0.6)))
+    for brightness, contrast, grey in ((0.6, 1.0, 0.6), (0.5, 1.25, 0.5), (0.5, 0.8, 0.5), (0.4, 1.25, both)):
+        out = distort(ramp, one(brightness=brightness, contrast=contrast))
+        assert float(out[0, 0, 0, 9]) == pytest.approx(grey, abs=1e-5)
+        assert bool((out.diff(dim=-1) > 0).all())
+    spread = distort(ramp, one(contrast=1.25))
+    assert float(spread.max() - spread.min()) > 0.9 + 1e-3
+    assert float(distort(ramp, one(contrast=0.8)).std()) < float(ramp.std())
+
+
+def test_distortion_draws_follow_fastai_ranges_and_probability() -> None:
+    """Each distortion is drawn within its bound and applied to about 3 images in 4 (fastai's p_affine and
+    p_lighting); off settings draw only neutral values, and then nothing is distorted."""
+    n = 4000
+    d = draw_distortion(
+        n, AugmentConfig(rotate=10, zoom=1.1, warp=0.2, lighting=0.2), torch.Generator().manual_seed(0)
+    )
+    for values, neutral, low, high in ((d.angle, 0, -10, 10), (d.scale, 1, 1, 1.1), (d.warp[:, 0], 0, -0.2, 0.2),
+                                       (d.warp[:, 1], 0, -0.2, 0.2), (d.brightness, 0.5, 0.4, 0.6),
+                                       (d.contrast, 1, 0.8, 1.25)):  # fmt: skip
+        assert low - 1e-6 <= float(values.min()) and float(values.max()) <= high + 1e-6
+        assert abs(float((values != neutral).float().mean()) - DISTORT_P) < 0.03
+    off = draw_distortion(50, AugmentConfig(), torch.Generator().manual_seed(0))
+    assert not AugmentConfig().distorts
+    assert bool((off.angle == 0).all() and (off.scale == 1).all() and (off.warp == 0).all())
+    assert bool((off.brightness == 0.5).all() and (off.contrast == 1).all())
+    with pytest.raises(ValueError, match="rotate is the largest angle"):
+        TrainConfig(rotate=-1.0).validate()
+    with pytest.raises(ValueError, match="zoom is the largest zoom"):
+        TrainConfig(zoom=0.9).validate()
+
+
+def test_distortions_change_training_batches_only() -> None:
+    """Through the loader on image folders: fastai's distortions change most training images (the same
+    seed, epoch and crops otherwise), and leave evaluation batches exactly as they were."""
+    bundle = load_dataset(f"folder:{CIFAR}", image_size=32)
+    batches = {}
+    for name, cfg in (
+        ("plain", TrainConfig(flip=False)),
+        ("fastai", TrainConfig(flip=False, rotate=10, zoom=1.1, warp=0.2, lighting=0.2)),
+    ):
+        train = make_loader(bundle, "train", 50, train=True, augment=cfg.augment(), workers=0, seed=3)
+        test = make_loader(bundle, "test", 50, train=False, augment=cfg.augment(), workers=0, seed=3)
+        batches[name] = (next(iter(train))[0], next(iter(test))[0])
+    changed = (batches["plain"][0] - batches["fastai"][0]).abs().flatten(1).amax(1) > 1e-3
+    assert 0.8 < float(changed.float().mean()) <= 1.0  # untouched only when all six draws are neutral
+    assert torch.equal(batches["plain"][1], batches["fastai"][1])
 
 
 def test_folder_with_val_split() -> None:

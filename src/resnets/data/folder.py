@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from resnets.data.augment import INCEPTION_CROP_SCALE
+from resnets.data.augment import INCEPTION_CROP_RATIO, INCEPTION_CROP_SCALE
 from resnets.data.errors import DataError
 from resnets.data.seeds import mix_seed
 
@@ -368,12 +368,17 @@ def eval_preprocess(image: torch.Tensor, resize: int, crop: tuple[int, int]) -> 
 
 
 def random_resized_crop_box(
-    height: int, width: int, generator: torch.Generator, min_area: float = INCEPTION_CROP_SCALE
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    min_area: float = INCEPTION_CROP_SCALE,
+    max_ratio: float = INCEPTION_CROP_RATIO,
 ) -> tuple[int, int, int, int]:
     """Sample an Inception-style crop box (top, left, h, w): `min_area` to 100% of the area (8% by default,
-    torchvision's RandomResizedCrop `scale`, fastai's `min_scale`), aspect ratio 3/4 to 4/3."""
+    torchvision's RandomResizedCrop `scale`, fastai's `min_scale`), aspect ratio 1/`max_ratio` to `max_ratio`
+    (3/4 to 4/3 by default; fastai's aug_transforms crop squares, 1)."""
     area = height * width
-    log_ratio = (math.log(3 / 4), math.log(4 / 3))
+    log_ratio = (-math.log(max_ratio), math.log(max_ratio))
     for _ in range(10):
         u = torch.rand(3, generator=generator).tolist()
         target = area * (min_area + (1 - min_area) * u[0])
@@ -399,6 +404,7 @@ class FolderSplit(Dataset):
     flip: bool = True
     seed: int = 0  # with the index, seeds each item's random crop, so workers and reruns agree
     crop_scale: float = INCEPTION_CROP_SCALE  # the smallest random-resized crop, as a fraction of the area
+    crop_ratio: float = INCEPTION_CROP_RATIO  # the random-resized crop's aspect ratio lies in [1/this, this]
     strict: bool = False  # raise on an image that fails to decode instead of using the next one
 
     def __len__(self) -> int:
@@ -414,10 +420,16 @@ class FolderSplit(Dataset):
         return replace(self, samples=[self.samples[i] for i in index])
 
     def view(
-        self, *, train: bool, flip: bool = True, seed: int = 0, crop_scale: float = INCEPTION_CROP_SCALE
+        self,
+        *,
+        train: bool,
+        flip: bool = True,
+        seed: int = 0,
+        crop_scale: float = INCEPTION_CROP_SCALE,
+        crop_ratio: float = INCEPTION_CROP_RATIO,
     ) -> FolderSplit:
         """Return the same samples with training (random) or evaluation (deterministic) transforms."""
-        return replace(self, train=train, flip=flip, seed=seed, crop_scale=crop_scale)
+        return replace(self, train=train, flip=flip, seed=seed, crop_scale=crop_scale, crop_ratio=crop_ratio)
 
     @property
     def min_side(self) -> int:
@@ -444,7 +456,7 @@ class FolderSplit(Dataset):
             return eval_preprocess(image, eval_resize(self.image_size), self.image_size)
         generator = torch.Generator().manual_seed(mix_seed(self.seed, index))
         top, left, h, w = random_resized_crop_box(
-            image.shape[-2], image.shape[-1], generator, self.crop_scale
+            image.shape[-2], image.shape[-1], generator, self.crop_scale, self.crop_ratio
         )
         image = TF.resized_crop(image, top, left, h, w, size, antialias=True)
         if self.flip and bool(torch.rand(1, generator=generator) < 0.5):

@@ -65,7 +65,7 @@ def load_dataset(
         raise DataError(f"limit must be a positive number of images, got {limit}")
     if image_size is not None and image_size < 1:
         raise DataError(f"image_size must be positive, got {image_size}")
-    streamed = name == "imagenette" or name.startswith("folder:")
+    streamed = is_streamed(name)
     if image_size is not None:
         check_image_size(image_size, channels or (1 if name == "fashion-mnist" else 3), streamed)
     if streamed:
@@ -98,6 +98,11 @@ def load_dataset(
     validates = f"{val_split:.0%} of train validates" if val_split else "nothing validates (--val-split F)"
     roles = f"its train split trains, its test split tests, {validates}"
     return _bundle(name, classes, channels, size, STATS[name], (train, val, test), bad, source, roles)
+
+
+def is_streamed(name: str) -> bool:
+    """Whether the data set `name` streams from image folders (else it is held in memory as tensors)."""
+    return name == "imagenette" or name.startswith("folder:")
 
 
 def image_bytes(side: int, channels: int, streamed: bool) -> int:

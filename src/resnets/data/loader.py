@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
-from resnets.data.augment import AugmentConfig, crop_flip, cutout
+from resnets.data.augment import AugmentConfig, crop_flip, cutout, distort, draw_distortion
 from resnets.data.bundle import DataBundle, TensorSplit
 from resnets.data.folder import FolderSplit
 from resnets.data.seeds import mix_seed
@@ -120,8 +120,9 @@ class BatchLoader:
 
     def _folder_loader(self, workers: int) -> DataLoader:
         aug = self.augment
-        view = self.split.view(train=aug is not None, flip=aug is not None and aug.flip,
-                               seed=mix_seed(self.seed, self.epoch), crop_scale=(aug or AugmentConfig()).crop_scale)  # fmt: skip
+        crops = aug or AugmentConfig()
+        view = self.split.view(train=aug is not None, flip=aug is not None and aug.flip, seed=mix_seed(self.seed, self.epoch),
+                               crop_scale=crops.crop_scale, crop_ratio=crops.crop_ratio)  # fmt: skip
         if self.train and self.balanced:
             sampler = self._shard().tolist()  # the same seeded, class-balanced draw as in-memory sets
         else:
@@ -141,8 +142,12 @@ class BatchLoader:
     def _finish(
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalise uint8 images, resize to `size` if needed, apply cutout, set the memory format."""
-        x = (x.float() / 255 - self._mean) / self._std
+        """Distort uint8 images (fastai's rotations, zoom, warps, lighting, if asked), normalise them, resize
+        to `size` if needed, apply cutout, set the memory format."""
+        x = x.float() / 255
+        if self.augment is not None and self.augment.distorts:
+            x = distort(x, draw_distortion(len(x), self.augment, generator))
+        x = (x - self._mean) / self._std
         if tuple(x.shape[-2:]) != self.size:
             x = F.interpolate(x, size=self.size, mode="bilinear", antialias=True, align_corners=False)
         if self.augment is not None and self.augment.cutout:
@@ -175,7 +180,8 @@ def make_loader(
     `train` shuffles (one permutation per (seed, epoch), shared by all ranks, each rank taking its own
     shard) and defaults `drop_last` to True. `augment` applies only when `train` is set; None means no
     augmentation. In-memory sets are augmented per batch on the device; folder sets get a random-resized
-    crop and flip per image in the workers (`crop_padding` and `pad_mode` are for in-memory sets).
+    crop and flip per image in the workers (`crop_padding` and `pad_mode` are for in-memory sets); fastai's
+    distortions (rotate, zoom, warp, lighting) and cutout apply to both, per batch on the device.
     `workers` is used by folder sets only. `balanced` (training only) draws each epoch with replacement so
     that every class is equally likely (--sampler balanced). `size` resizes the batches (after augmentation)
     to another (H, W) than the bundle's: progressive resizing trains its first epochs smaller.

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..data.load import is_streamed
 from ..train import History, TrainConfig, fit
 from .options import ExperimentOptions
 
@@ -22,7 +23,7 @@ SHORT_RUN: dict[str, Any] = {
     "optimizer": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "adam_beta2": 0.999, "adam_eps": 1e-8,
     "schedule": "onecycle",
     "milestones": None, "gamma": 0.1, "warmup_epochs": 1.0, "label_smoothing": 0.0, "crop_padding": 2, "crop_scale": 0.08,
-    "flip": True, "cutout": 0, "mixup": 0.0, "weights": None, "freeze": False, "freeze_epochs": 0,
+    "crop_ratio": 4 / 3, "rotate": 0.0, "zoom": 1.0, "warp": 0.0, "lighting": 0.0, "flip": True, "cutout": 0, "mixup": 0.0, "weights": None, "freeze": False, "freeze_epochs": 0,
     "train_bn": True, "lr_ratio": 10.0, "in_channels": None, "drop_rate": 0.0, "stochastic_depth": 0.0,
     "zero_init_residual": False, "progressive_from": 0, "precision": "fp32", "channels_last": None,
     "compile": False, "ema": 0.0, "grad_clip": 0.0, "class_weights": None, "sampler": "random",
@@ -107,11 +108,9 @@ def describe(cfg: TrainConfig) -> str:
         "cosine": "cosine decay to 0",
         "step": f"x{cfg.gamma:g} at {', '.join(f'{m:g}' for m in milestones)} of the run",
         "constant": "constant",
+        "fastai": "fastai's one-cycle (cosine up, cosine down to lr/1e5)",
     }[cfg.schedule]
-    augment = cfg.augment()
-    parts = [f"{augment.crop_padding} px random crops"] if augment.crop_padding else []
-    parts += ["horizontal flips"] if augment.flip else []
-    parts += [f"cutout {augment.cutout} px"] if augment.cutout else []
+    parts = cfg.augment().describe(in_memory=not is_streamed(cfg.data))
     parts += [f"mixup {cfg.mixup:g}"] if cfg.mixup else []
     selection = (
         f"{cfg.val_split:g} validation split selects" if cfg.val_split else "the last epoch is the model"

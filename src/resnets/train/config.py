@@ -9,7 +9,7 @@ from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from ..data import AugmentConfig
-from ..data.augment import INCEPTION_CROP_SCALE
+from ..data.augment import INCEPTION_CROP_RATIO, INCEPTION_CROP_SCALE
 from ..models.registry import get_entry, resolve_name
 from ..typecheck import has_type, type_name
 
@@ -71,7 +71,28 @@ class TrainConfig:
         "image folders: the smallest random-resized crop, as a fraction of the image's area (Inception's and "
         "torchvision's 0.08; fastai's aug_transforms take 0.5)",
     )
+    crop_ratio: float = option(
+        INCEPTION_CROP_RATIO,
+        "image folders: the random-resized crop's aspect ratio lies between 1/this and this (Inception's 4/3; "
+        "fastai's aug_transforms crop squares: 1)",
+    )
     flip: bool = option(True, "random horizontal flips")
+    rotate: float = option(
+        0.0,
+        "random rotations of up to this many degrees, to 3 images in 4 (fastai's aug_transforms: 10; 0: off)",
+    )
+    zoom: float = option(
+        1.0, "random zoom in by up to this factor at a random centre, to 3 images in 4 (fastai: 1.1; 1: off)"
+    )
+    warp: float = option(
+        0.0,
+        "random perspective warps of up to this magnitude along x and along y, each to 3 images in 4 "
+        "(fastai: 0.2; 0: off)",
+    )
+    lighting: float = option(
+        0.0,
+        "random brightness and contrast changes of up to this size, each to 3 images in 4 (fastai: 0.2; 0: off)",
+    )
     cutout: int = option(0, "cutout: a random square of this side set to zero (0: off)")
     mixup: float = option(0.0, "mixup's Beta(alpha, alpha) (0: off)")
     weights: str | None = option(
@@ -208,8 +229,9 @@ class TrainConfig:
         if padding is None:
             padding = 4 if self.data.startswith("cifar") else 0
         return AugmentConfig(
-            crop_padding=padding, flip=self.flip, cutout=self.cutout, crop_scale=self.crop_scale
-        )
+            crop_padding=padding, flip=self.flip, cutout=self.cutout, crop_scale=self.crop_scale,
+            crop_ratio=self.crop_ratio, rotate=self.rotate, zoom=self.zoom, warp=self.warp, lighting=self.lighting,
+        )  # fmt: skip
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -252,6 +274,17 @@ class TrainConfig:
                 0 < self.crop_scale <= 1,
                 f"crop_scale is a fraction of the image's area in (0, 1], got {self.crop_scale}",
             ),
+            (
+                self.crop_ratio >= 1,
+                f"crop_ratio is the widest aspect ratio, >= 1 (1: square), got {self.crop_ratio}",
+            ),
+            (
+                0 <= self.rotate <= 180,
+                f"rotate is the largest angle in degrees, in [0, 180], got {self.rotate}",
+            ),
+            (1 <= self.zoom <= 10, f"zoom is the largest zoom factor, in [1, 10] (1: off), got {self.zoom}"),
+            (0 <= self.warp < 1, f"warp is a fraction of the half side in [0, 1), got {self.warp}"),
+            (0 <= self.lighting < 1, f"lighting is a change in [0, 1), got {self.lighting}"),
             (
                 self.crop_padding is None or self.crop_padding >= 0,
                 f"crop_padding must be >= 0: {self.crop_padding}",

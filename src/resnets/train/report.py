@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..data import DataBundle
+from ..data.load import is_streamed
 from ..files import atomic_write_text
 from ..interpret import most_confused
 from ..machine import cpu_model
@@ -111,6 +112,7 @@ def write_report(run_dir: Path, cfg: TrainConfig, bundle: DataBundle, history) -
         if bundle.val is not None else "the last epoch: there is no validation split, so nothing was selected"
     )  # fmt: skip
     views = "the mean of each image and its mirror (flip TTA)" if cfg.tta else "single view"
+    augmentation = " + ".join(cfg.augment().describe(in_memory=not is_streamed(cfg.data))) or "none"
     tested = ("The test split was evaluated once, at the end, and selected nothing." if bundle.val is not None
               else "With no validation split the table's test columns draw the curves; they selected nothing.")  # fmt: skip
     text = f"""# Training report: {cfg.model} on {bundle.name}
@@ -121,8 +123,8 @@ def write_report(run_dir: Path, cfg: TrainConfig, bundle: DataBundle, history) -
 - Data: {bundle.name}, {len(bundle.train)} training{f" / {len(bundle.val)} validation" if bundle.val is not None else ""} / {len(bundle.test)} test images, {bundle.num_classes} classes,
   {bundle.channels} channel(s), {bundle.image_size[0]}x{bundle.image_size[1]} px{f", {bundle.skipped} corrupt images skipped" if bundle.skipped else ""}
 - Recipe: {cfg.optimizer.upper()} lr {cfg.lr if cfg.lr else "auto"} ({cfg.schedule}), batch {cfg.batch_size},
-  weight decay {cfg.weight_decay}, label smoothing {cfg.label_smoothing}, crop padding {cfg.augment().crop_padding},
-  flip {cfg.flip}, cutout {cfg.cutout}, mixup {cfg.mixup}, class weights {cfg.class_weights or "none"},
+  weight decay {cfg.weight_decay}, label smoothing {cfg.label_smoothing}, augmentation: {augmentation},
+  mixup {cfg.mixup}, class weights {cfg.class_weights or "none"},
   sampler {cfg.sampler}, seed {cfg.seed}; ran as {resolved(run_dir)}
 - Machine: {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}
 - Source: commit `{commit}`{" (with uncommitted changes)" if dirty else ""}; command `{invocation()}`

@@ -116,14 +116,18 @@ FASTBOOK_TARGET = 0.849
 # 3 epochs on fastai's cosine one-cycle (from 5e-4/25 up to 5e-4 after 99% of them, `--schedule fastai`), then
 # 12 at half the LR (from 2.5e-4/5, peak after 30%: warm-up 3.6 epochs, down to 2.5e-9), the optimizer's state
 # cleared between, Adam's beta1 cycled 0.95-0.85-0.95 against the LR, its beta2 0.99 and eps 1e-5, as fastai's
-# Adam. Still different from fastai: of aug_transforms(min_scale=0.5), its random-resized crops (50-100% of the
-# area, --crop-scale 0.5) and flips without its small rotations, lighting changes and warps; no Resize(460)
-# presize (the public copy is 224 px already).
+# Adam. aug_transforms(min_scale=0.5) as fastai draws it: square random-resized crops of 50-100% of the area
+# (--crop-scale 0.5 --crop-ratio 1), flips, and to 3 images in 4 each: rotations up to 10 degrees, zoom up to
+# 1.1x, perspective warps of 0.2 along x and along y, brightness and contrast changes of 0.2 (in logit space).
+# Still different from fastai: those distortions resample the crop, not the Resize(460) presized image before
+# it (the public copy is 224 px already), so a rotated crop's corners reflect the crop's border rather than show
+# the image around it; evaluation resizes to 256 px and takes the centre 224 (fastai's: the whole image).
 FASTBOOK_RECIPE: dict[str, Any] = SHORT_RUN | {
     "data": "imagenette", "model": "fastbook_resnet34", "image_size": 224, "freeze_epochs": 3, "epochs": 12,
     "batch_size": 32, "optimizer": "adamw", "lr": 5e-4, "weight_decay": 0.01, "adam_beta2": 0.99, "adam_eps": 1e-5,
     "schedule": "fastai",
-    "warmup_epochs": 3.6, "label_smoothing": 0.0, "crop_padding": 0, "crop_scale": 0.5, "flip": True,
+    "warmup_epochs": 3.6, "label_smoothing": 0.0, "crop_padding": 0, "crop_scale": 0.5, "crop_ratio": 1.0, "flip": True,
+    "rotate": 10.0, "zoom": 1.1, "warp": 0.2, "lighting": 0.2,
     "tta": False, "limit": None, "test_limit": None, "precision": "auto", "compile": None, "shortcut": None,
     "spec_overrides": None, "nesterov": False,
 }  # fmt: skip
