@@ -268,6 +268,12 @@ def test_resume_applies_safe_changes_and_refuses_the_rest(
     assert caller == tiny_config(out), "fit changed the caller's config"
     with pytest.raises(ValueError, match="already trained 2 epochs"):
         resnets.train(resume=out, epochs=1)
+    tuned = tmp_path / "fine_tune"  # fastai's fine_tune: 2 + 1 epochs done, one more asked for (2 + 2)
+    fit(tiny_config(tuned, freeze_epochs=2, epochs=1))
+    history = resnets.train(resume=tuned, epochs=2, quiet=True)
+    assert [e["epoch"] for e in history.epochs] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match=r"already trained 4 epochs: --freeze-epochs \(2\) \+ --epochs"):
+        resnets.train(resume=tuned, epochs=1)
 
 
 def test_export_never_lands_on_the_weights(trained_run: Path, capsys: pytest.CaptureFixture) -> None:

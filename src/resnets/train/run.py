@@ -129,9 +129,14 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     except (RuntimeError, ValueError, KeyError) as e:
         raise ValueError(f"{run.dir}/state.pt does not match the run's config.json ({e})") from None
     run.start_epoch, run.step = state["epoch"], state["step"]
-    if run.start_epoch > run.cfg.epochs:
+    if run.start_epoch > run.cfg.total_epochs:
+        need = (
+            "--epochs"
+            if not run.cfg.freeze_epochs
+            else f"--freeze-epochs ({run.cfg.freeze_epochs}) + --epochs"
+        )
         raise ValueError(
-            f"{run.dir} has already trained {run.start_epoch} epochs: --epochs must be at least that"
+            f"{run.dir} has already trained {run.start_epoch} epochs: {need} must be at least that"
         )
     run.history.epochs = state["history"]
     run.selection = Selection.restore(run.cfg.early_stop, state["history"], state["best_acc"])
@@ -219,7 +224,7 @@ def describe(run: Run) -> str:
             f" (fastai's fine_tune: {cfg.freeze_epochs} epochs {first}; then {cfg.epochs} at half the LR)"
         )
     return (f"training {cfg.model} on {bundle.name} ({len(bundle.train)} train / {val}{len(bundle.test)} test images, "
-            f"{bundle.num_classes} classes; {bundle.roles}) for {cfg.total_epochs} epochs{phases} on {runtime.device} ({fmt}, "
+            f"{bundle.num_classes} classes; {bundle.roles}) for {cfg.total_epochs} epoch{'s' if cfg.total_epochs != 1 else ''}{phases} on {runtime.device} ({fmt}, "
             f"{torch.get_num_threads()} CPU threads) -> {run.dir}; "
             f"the model kept is {selection}")  # fmt: skip
 
