@@ -73,7 +73,8 @@ def unit_status(run: Path, recorded: bool) -> str:
     metrics = run / "metrics.csv"
     rows = list(csv.DictReader(metrics.open())) if metrics.is_file() else []
     config = run / "config.json"
-    planned = json.loads(config.read_text())["epochs"] if config.is_file() else None
+    settings = json.loads(config.read_text()) if config.is_file() else None
+    planned = settings["freeze_epochs"] + settings["epochs"] if settings else None  # fine_tune's both phases
     from resnets.train.folder import in_use
 
     state = "recorded" if recorded else "training" if in_use(run) else "stopped"

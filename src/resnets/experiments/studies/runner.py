@@ -272,7 +272,8 @@ def park(study: Study, where: Where) -> list[str]:
             if (run_dir / name).is_file():
                 atomic_write(parked / name, lambda tmp, src=run_dir / name: shutil.copyfile(src, tmp))
         state = load_state(parked)
-        note = {"epoch": state["epoch"], "epochs": study.settings(unit)["epochs"],
+        settings = study.settings(unit)
+        note = {"epoch": state["epoch"], "epochs": settings["freeze_epochs"] + settings["epochs"],
                 "train_seconds": round(sum(float(e["seconds"]) for e in state["history"]), 1),
                 "parked": time.strftime("%Y-%m-%d %H:%M:%S %Z")}  # fmt: skip
         atomic_write_text(parked / PARKED_NOTE, json.dumps(note, indent=1) + "\n")
