@@ -220,9 +220,7 @@ def describe(run: Run) -> str:
     phases = ""
     if cfg.freeze_epochs:
         first = "head only" if cfg.frozen_epochs else "all layers: no pretrained weights, nothing to freeze"
-        phases = (
-            f" (fastai's fine_tune: {cfg.freeze_epochs} epochs {first}; then {cfg.epochs} at half the LR)"
-        )
+        phases = f" (fastai's fine_tune: {cfg.freeze_epochs} epoch{'s' if cfg.freeze_epochs != 1 else ''} {first}; then {cfg.epochs} at half the LR)"
     return (f"training {cfg.model} on {bundle.name} ({len(bundle.train)} train / {val}{len(bundle.test)} test images, "
             f"{bundle.num_classes} classes; {bundle.roles}) for {cfg.total_epochs} epoch{'s' if cfg.total_epochs != 1 else ''}{phases} on {runtime.device} ({fmt}, "
             f"{torch.get_num_threads()} CPU threads) -> {run.dir}; "
