@@ -144,7 +144,14 @@ def report_fastbook(results: StudyResults) -> Report:
         f"| | seeds | accuracy on the 3,925 validation images (%) |\n|---|---|---|\n"
         f"| fastbook (the seed) | 1 | {100 * FASTBOOK_TARGET:.1f} |\n| ours | {len(acc)} | {pm(acc)} |\n\n"
         "Imagenette from the public copy thunderInfy/imagenette on GitHub (9,469 train / 3,925 val images, "
-        "224x224 JPEG); point --data-root at the folder holding its train/ and val/."
+        "224x224 JPEG); point --data-root at the folder holding its train/ and val/.\n\n"
+        "As fastai trains it: the seed's ResNet-34 layer for layer, fine_tune's two one-cycles (3 + 12 epochs, "
+        "nothing frozen without pretrained weights), fastai's Adam (beta2 0.99, eps 1e-5, weight decay 0.01), "
+        "batch 32, aug_transforms(min_scale=0.5) as fastai draws them (square crops of 50-100% of the area, "
+        "flips, rotations, zoom, warps, lighting). Not as fastai: the distortions resample the 224 px crop, not "
+        "the 460 px presized image (the copy is 224 px, so a rotated crop's corners are reflected rather than "
+        "taken from around it), and evaluation resizes to 255 px and keeps the centre 224 (fastai: the whole "
+        "image); the units train in bf16 autocast where the machine has it (the seed: fp32)."
     )
     return Report(verdict, reasons, body, f"accuracy {pm(acc)}% (fastbook: {100 * FASTBOOK_TARGET:.1f}%)")
 
