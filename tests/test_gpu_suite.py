@@ -262,14 +262,14 @@ def test_a_folder_data_set_travels_in_chunks_and_arrives_byte_for_byte(tmp_path:
 
 def test_worker_status_tells_training_from_stopped_units_and_the_time_left(tmp_path: Path) -> None:
     """study_workers.py status: a run folder a process holds (the training lock) is training, one nobody
-    holds is stopped; the time left is the epochs left at the median epoch."""
+    holds is stopped; the time left is the epochs left (fine_tune's both phases) at the median epoch."""
     import fcntl
 
     import study_workers
 
     run = tmp_path / "cifar_resnet56-seed0"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"epochs": 30}))
+    (run / "config.json").write_text(json.dumps({"freeze_epochs": 3, "epochs": 27}))  # fine_tune: 3 + 27
     rows = "".join(f"{e},{s}\n" for e, s in ((1, 300.0), (2, 280.0), (3, 290.0)))
     (run / "metrics.csv").write_text("epoch,seconds\n" + rows)
     assert study_workers.unit_status(run, recorded=False) == (

@@ -11,7 +11,8 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from resnets.cli import main
-from resnets.data import load_dataset
+from resnets.data import DataError, load_dataset
+from resnets.data.folder import read_image
 from resnets.train import TrainConfig, fit
 from resnets.trained import load_image, load_trained, predict
 
@@ -138,3 +139,30 @@ def test_commands_default_to_what_the_run_recorded(folder_run: Path, capsys: pyt
     report = (folder_run / "report.md").read_text()
     assert "(the mean of each image and its mirror (flip TTA))" in report
     assert "The test split was evaluated once" not in report  # no validation split: test drew the curves
+
+
+def test_eval_resize_one_evaluates_the_whole_image_everywhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--eval-resize 1 (fastai's evaluation): the whole centre square at the input size, in training's
+    evaluation, `predict` and `evaluate` alike; the default 1.14 keeps the centre of a larger resize."""
+    whole = load_dataset(f"folder:{CIFAR}", image_size=32, eval_resize=1.0)  # the fixture's PNGs are 32 px
+    raw = read_image(whole.test.samples[0][0], 3)
+    assert torch.equal(whole.test[0][0], raw)
+    assert not torch.equal(load_dataset(f"folder:{CIFAR}", image_size=32).test[0][0], raw)
+    with pytest.raises(DataError, match="eval_resize is the evaluation resize"):
+        load_dataset(f"folder:{CIFAR}", image_size=32, eval_resize=0.5)
+    with pytest.raises(ValueError, match="eval_resize is the resize over the crop"):
+        TrainConfig(eval_resize=0.5).validate()
+    out = tmp_path / "run"
+    fit(TrainConfig(data=f"folder:{CIFAR}", image_size=24, eval_resize=1.0, epochs=1, batch_size=16, limit=32,
+                    workers=0, quiet=True, tta=False, out=str(out)))  # fmt: skip
+    trained = load_trained(out)
+    assert (trained.resize, trained.image_size) == (24, (24, 24))
+    bundle = load_dataset(f"folder:{CIFAR}", image_size=24, eval_resize=1.0)
+    path, _ = bundle.test.samples[5]
+    expected = TF.normalize(bundle.test[5][0].float() / 255, list(trained.mean), list(trained.std))
+    assert torch.allclose(load_image(path, trained), expected)
+    logged = float(list(csv.DictReader((out / "metrics.csv").open()))[-1]["test_acc"])
+    assert main(["evaluate", str(out)]) == 0
+    assert f"single view) top-1 {100 * logged:.2f}%" in capsys.readouterr().out

@@ -176,6 +176,8 @@ def evaluation_data(recorded: Recorded, trained: Trained) -> DataBundle:
     else:
         bundle = load_dataset(recorded.data, recorded.root, channels=net.in_channels,
                               image_size=trained.image_size[0], val_split=recorded.val_split)  # fmt: skip
+    # image folders are resized and centre-cropped as the weights were evaluated (--eval-resize), as predict does
+    bundle = bundle.evaluated_at(trained.resize / max(trained.image_size))
     if bundle.num_classes != net.num_classes:
         raise ValueError(
             f"{trained.path} predicts {net.num_classes} classes but {bundle.name} has {bundle.num_classes}; "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -78,12 +78,19 @@ class DataBundle:
             raise ValueError(f"{self.name} has no validation split: use a val/ folder or --val-split F")
         return found
 
+    def evaluated_at(self, factor: float) -> DataBundle:
+        """The same bundle whose image folders are evaluated with the short side resized to `factor` x the
+        image size before the centre crop (1: the whole centre square, as fastai); in-memory sets are unchanged."""
+        splits = {name: replace(split, eval_factor=factor) for name in ("train", "val", "test")
+                  if isinstance(split := getattr(self, name), FolderSplit)}  # fmt: skip
+        return replace(self, **splits)
+
     @property
     def eval_resize(self) -> int:
         """The short side images are resized to before the evaluation crop: streamed folders resize, then
         centre-crop (as torchvision's weights); in-memory sets are used whole, resized to the input size."""
-        if isinstance(self.train, FolderSplit):
-            return eval_resize(self.image_size)
+        if isinstance(self.test, FolderSplit):
+            return eval_resize(self.image_size, self.test.eval_factor)
         return max(self.image_size)
 
     @property

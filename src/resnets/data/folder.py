@@ -355,9 +355,10 @@ def warn_skipped(dropped: Sequence[Dropped], where: Path | str) -> None:
         )
 
 
-def eval_resize(image_size: tuple[int, int]) -> int:
-    """The short side images are resized to before the evaluation centre crop (256 for 224, as torchvision)."""
-    return round(EVAL_RESIZE * max(image_size))
+def eval_resize(image_size: tuple[int, int], factor: float = EVAL_RESIZE) -> int:
+    """The short side images are resized to before the evaluation centre crop: `factor` x the crop (255 for
+    224 by default, about torchvision's 256; fastai resizes to the crop itself, factor 1, and keeps it whole)."""
+    return round(factor * max(image_size))
 
 
 def eval_preprocess(image: torch.Tensor, resize: int, crop: tuple[int, int]) -> torch.Tensor:
@@ -405,6 +406,7 @@ class FolderSplit(Dataset):
     seed: int = 0  # with the index, seeds each item's random crop, so workers and reruns agree
     crop_scale: float = INCEPTION_CROP_SCALE  # the smallest random-resized crop, as a fraction of the area
     crop_ratio: float = INCEPTION_CROP_RATIO  # the random-resized crop's aspect ratio lies in [1/this, this]
+    eval_factor: float = EVAL_RESIZE  # evaluation: the short side is resized to this x the crop, then cropped
     strict: bool = False  # raise on an image that fails to decode instead of using the next one
 
     def __len__(self) -> int:
@@ -435,7 +437,7 @@ class FolderSplit(Dataset):
     def min_side(self) -> int:
         """The shortest image side the transforms can use without upsampling: JPEGs decode no smaller."""
         side = max(self.image_size)
-        return math.ceil(side / math.sqrt(self.crop_scale)) if self.train else round(EVAL_RESIZE * side)
+        return math.ceil(side / math.sqrt(self.crop_scale)) if self.train else round(self.eval_factor * side)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         for attempt in range(len(self.samples)):
@@ -453,7 +455,7 @@ class FolderSplit(Dataset):
     def _transform(self, image: torch.Tensor, index: int) -> torch.Tensor:
         size = list(self.image_size)
         if not self.train:
-            return eval_preprocess(image, eval_resize(self.image_size), self.image_size)
+            return eval_preprocess(image, eval_resize(self.image_size, self.eval_factor), self.image_size)
         generator = torch.Generator().manual_seed(mix_seed(self.seed, index))
         top, left, h, w = random_resized_crop_box(
             image.shape[-2], image.shape[-1], generator, self.crop_scale, self.crop_ratio

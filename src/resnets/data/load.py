@@ -16,7 +16,7 @@ from resnets.data.bundle import (
     stratified_split,
 )
 from resnets.data.errors import DataError
-from resnets.data.folder import Dropped, eval_resize, warn_skipped
+from resnets.data.folder import EVAL_RESIZE, Dropped, eval_resize, warn_skipped
 from resnets.data.readers import (
     folder_split,
     read_cifar_pickles,
@@ -47,6 +47,7 @@ def load_dataset(
     strict: bool = False,
     download: bool = True,
     limit: int | None = None,
+    eval_resize: float = EVAL_RESIZE,
 ) -> DataBundle:
     """Load a data set by name: fashion-mnist, cifar10, cifar100, imagenette or folder:PATH.
 
@@ -55,7 +56,8 @@ def load_dataset(
     holds out that fraction of train (seeded, per class) as the validation split, which selects checkpoints
     and thresholds; the test split stays the official one and is only reported.
     `limit` keeps at most that many training images, balanced over classes. `strict` turns skipped
-    corrupt images into errors; `download=False` never touches the network.
+    corrupt images into errors; `download=False` never touches the network. Image folders are evaluated
+    with the short side resized to `eval_resize` x the image size, then centre-cropped (in-memory sets whole).
     """
     if channels not in (None, 1, 3):
         raise DataError(f"channels must be 1 or 3, got {channels}")
@@ -68,8 +70,11 @@ def load_dataset(
     streamed = is_streamed(name)
     if image_size is not None:
         check_image_size(image_size, channels or (1 if name == "fashion-mnist" else 3), streamed)
+    if not 1 <= eval_resize <= 4:
+        raise DataError(f"eval_resize is the evaluation resize over the crop, in [1, 4], got {eval_resize}")
     if streamed:
-        return _load_folders(name, root, channels, image_size, val_split, strict, download, limit)
+        bundle = _load_folders(name, root, channels, image_size, val_split, strict, download, limit)
+        return bundle.evaluated_at(eval_resize)
     bad: list[Dropped] = []
     if name == "fashion-mnist":
         source = find_fashion_mnist(root, download)

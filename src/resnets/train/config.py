@@ -10,6 +10,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from ..data import AugmentConfig
 from ..data.augment import INCEPTION_CROP_RATIO, INCEPTION_CROP_SCALE
+from ..data.folder import EVAL_RESIZE
 from ..models.registry import get_entry, resolve_name
 from ..typecheck import has_type, type_name
 
@@ -75,6 +76,11 @@ class TrainConfig:
         INCEPTION_CROP_RATIO,
         "image folders: the random-resized crop's aspect ratio lies between 1/this and this (Inception's 4/3; "
         "fastai's aug_transforms crop squares: 1)",
+    )
+    eval_resize: float = option(
+        EVAL_RESIZE,
+        "image folders: evaluation resizes the short side to this x the image size, then keeps the centre crop "
+        "(1.14: 255 px for 224, about torchvision's 256; fastai's 1: the whole centre square)",
     )
     flip: bool = option(True, "random horizontal flips")
     rotate: float = option(
@@ -285,6 +291,10 @@ class TrainConfig:
             (1 <= self.zoom <= 10, f"zoom is the largest zoom factor, in [1, 10] (1: off), got {self.zoom}"),
             (0 <= self.warp < 1, f"warp is a fraction of the half side in [0, 1), got {self.warp}"),
             (0 <= self.lighting < 1, f"lighting is a change in [0, 1), got {self.lighting}"),
+            (
+                1 <= self.eval_resize <= 4,
+                f"eval_resize is the resize over the crop, in [1, 4], got {self.eval_resize}",
+            ),
             (
                 self.crop_padding is None or self.crop_padding >= 0,
                 f"crop_padding must be >= 0: {self.crop_padding}",

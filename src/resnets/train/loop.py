@@ -139,6 +139,7 @@ def load_data(cfg: TrainConfig) -> DataBundle:
         val_split=cfg.val_split,
         strict=cfg.strict_data,
         limit=cfg.limit,
+        eval_resize=cfg.eval_resize,
     )
     if cfg.test_limit is not None and cfg.test_limit < len(bundle.test):
         labels = bundle.test.targets if isinstance(bundle.test, FolderSplit) else bundle.test.labels.tolist()

@@ -121,12 +121,12 @@ FASTBOOK_TARGET = 0.849
 # 1.1x, perspective warps of 0.2 along x and along y, brightness and contrast changes of 0.2 (in logit space).
 # Still different from fastai: those distortions resample the crop, not the Resize(460) presized image before
 # it (the public copy is 224 px already), so a rotated crop's corners reflect the crop's border rather than show
-# the image around it; evaluation resizes to 256 px and takes the centre 224 (fastai's: the whole image).
+# the image around it. Evaluation as fastai's: the whole image (--eval-resize 1), not a centre crop.
 FASTBOOK_RECIPE: dict[str, Any] = SHORT_RUN | {
     "data": "imagenette", "model": "fastbook_resnet34", "image_size": 224, "freeze_epochs": 3, "epochs": 12,
     "batch_size": 32, "optimizer": "adamw", "lr": 5e-4, "weight_decay": 0.01, "adam_beta2": 0.99, "adam_eps": 1e-5,
     "schedule": "fastai",
-    "warmup_epochs": 3.6, "label_smoothing": 0.0, "crop_padding": 0, "crop_scale": 0.5, "crop_ratio": 1.0, "flip": True,
+    "warmup_epochs": 3.6, "label_smoothing": 0.0, "crop_padding": 0, "crop_scale": 0.5, "crop_ratio": 1.0, "eval_resize": 1.0, "flip": True,
     "rotate": 10.0, "zoom": 1.1, "warp": 0.2, "lighting": 0.2,
     "tta": False, "limit": None, "test_limit": None, "precision": "auto", "compile": None, "shortcut": None,
     "spec_overrides": None, "nesterov": False,
@@ -150,8 +150,8 @@ def report_fastbook(results: StudyResults) -> Report:
         "batch 32, aug_transforms(min_scale=0.5) as fastai draws them (square crops of 50-100% of the area, "
         "flips, rotations, zoom, warps, lighting). Not as fastai: the distortions resample the 224 px crop, not "
         "the 460 px presized image (the copy is 224 px, so a rotated crop's corners are reflected rather than "
-        "taken from around it), and evaluation resizes to 255 px and keeps the centre 224 (fastai: the whole "
-        "image); the units train in bf16 autocast where the machine has it (the seed: fp32)."
+        "taken from around it); the units train in bf16 autocast where the machine has it (the seed: fp32). "
+        "Evaluated as fastai evaluates: the whole image (--eval-resize 1), not torchvision's centre crop."
     )
     return Report(verdict, reasons, body, f"accuracy {pm(acc)}% (fastbook: {100 * FASTBOOK_TARGET:.1f}%)")
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ...data.augment import INCEPTION_CROP_RATIO, INCEPTION_CROP_SCALE
+from ...data.folder import EVAL_RESIZE
 from ...files import atomic_write, atomic_write_text
 from ...machine import set_threads
 from ...provenance import generated_by, git_state, invocation, provenance
@@ -49,7 +50,8 @@ MACHINE_FIELDS = frozenset({"data_root", "out", "device", "quiet", "workers", "p
 # training options added after units were recorded, each with the value every earlier unit trained with (the
 # behaviour before the option existed): a record that lacks one is read with that value
 ADDED_OPTIONS = {"crop_scale": INCEPTION_CROP_SCALE, "adam_beta2": 0.999, "adam_eps": 1e-8,  # (torch's AdamW)
-                 "crop_ratio": INCEPTION_CROP_RATIO, "rotate": 0.0, "zoom": 1.0, "warp": 0.0, "lighting": 0.0}  # fmt: skip
+                 "crop_ratio": INCEPTION_CROP_RATIO, "rotate": 0.0, "zoom": 1.0, "warp": 0.0, "lighting": 0.0,
+                 "eval_resize": EVAL_RESIZE}  # fmt: skip
 
 
 @dataclass(frozen=True)
