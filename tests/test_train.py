@@ -32,6 +32,7 @@ from resnets.train.autotune import fastest_cpu_format
 from resnets.train.checkpoint import save_weights
 from resnets.train.config import apply_preset
 from resnets.train.folder import METRIC_FIELDS
+from resnets.train.loop import load_data
 from resnets.train.lr_find import lr_find, suggest_lr
 from resnets.train.optim import default_lr, lr_factor, make_optimizer
 from resnets.train.runtime import resolve_runtime
@@ -393,6 +394,19 @@ def test_cutout_zeroes_one_square_of_the_given_size() -> None:
             assert len(idx) == 4 or idx[0] == 0 or idx[-1] == 11  # smaller only at a border
         full += int(hole.sum()) == 16
     assert full > 20
+
+
+def test_no_normalize_feeds_pixels_in_unit_range_and_the_weights_say_so(tmp_path: Path) -> None:
+    """--no-normalize (d2l's loaders: ToTensor, no Normalize): batches hold the pixels in [0, 1], and the
+    weights record mean 0 and std 1, so predict feeds them the same; the default subtracts the data's mean."""
+    run = fit(TrainConfig(**tiny(tmp_path / "run", normalize=False)))
+    trained = load_trained(tmp_path / "run")
+    assert (trained.mean, trained.std) == ((0.0,), (1.0,)) and run.test_acc > 0
+    for normalize in (False, True):
+        bundle = load_data(TrainConfig(**tiny(tmp_path / "x", normalize=normalize)))
+        x, _ = next(iter(make_loader(bundle, "test", 64, train=False, workers=0)))
+        assert (float(x.min()) >= 0 and float(x.max()) <= 1) != normalize
+        assert float(x.min()) < 0 if normalize else float(x.max()) > 0.9
 
 
 def test_adamw_option_is_torch_adamw_without_decay_on_bn_and_biases() -> None:

@@ -23,7 +23,7 @@ SHORT_RUN: dict[str, Any] = {
     "optimizer": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "adam_beta2": 0.999, "adam_eps": 1e-8,
     "schedule": "onecycle",
     "milestones": None, "gamma": 0.1, "warmup_epochs": 1.0, "label_smoothing": 0.0, "crop_padding": 2, "crop_scale": 0.08,
-    "crop_ratio": 4 / 3, "eval_resize": 1.14, "rotate": 0.0, "zoom": 1.0, "warp": 0.0, "lighting": 0.0, "flip": True, "cutout": 0, "mixup": 0.0, "weights": None, "freeze": False, "freeze_epochs": 0,
+    "crop_ratio": 4 / 3, "eval_resize": 1.14, "normalize": True, "rotate": 0.0, "zoom": 1.0, "warp": 0.0, "lighting": 0.0, "flip": True, "cutout": 0, "mixup": 0.0, "weights": None, "freeze": False, "freeze_epochs": 0,
     "train_bn": True, "lr_ratio": 10.0, "in_channels": None, "drop_rate": 0.0, "stochastic_depth": 0.0,
     "zero_init_residual": False, "progressive_from": 0, "precision": "fp32", "channels_last": None,
     "compile": False, "ema": 0.0, "grad_clip": 0.0, "class_weights": None, "sampler": "random",

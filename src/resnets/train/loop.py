@@ -144,6 +144,10 @@ def load_data(cfg: TrainConfig) -> DataBundle:
     if cfg.test_limit is not None and cfg.test_limit < len(bundle.test):
         labels = bundle.test.targets if isinstance(bundle.test, FolderSplit) else bundle.test.labels.tolist()
         bundle.test = bundle.test.subset(balanced_subset(labels, cfg.test_limit))
+    if (
+        not cfg.normalize
+    ):  # pixels in [0, 1] as d2l's loaders give them; predict and evaluate follow the weights
+        bundle.mean, bundle.std = (0.0,) * bundle.channels, (1.0,) * bundle.channels
     return bundle
 
 

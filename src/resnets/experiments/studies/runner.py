@@ -51,7 +51,7 @@ MACHINE_FIELDS = frozenset({"data_root", "out", "device", "quiet", "workers", "p
 # behaviour before the option existed): a record that lacks one is read with that value
 ADDED_OPTIONS = {"crop_scale": INCEPTION_CROP_SCALE, "adam_beta2": 0.999, "adam_eps": 1e-8,  # (torch's AdamW)
                  "crop_ratio": INCEPTION_CROP_RATIO, "rotate": 0.0, "zoom": 1.0, "warp": 0.0, "lighting": 0.0,
-                 "eval_resize": EVAL_RESIZE}  # fmt: skip
+                 "eval_resize": EVAL_RESIZE, "normalize": True}  # fmt: skip
 
 
 @dataclass(frozen=True)
