@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from resnets.experiments.stats import INCONCLUSIVE, REFUTES, SUPPORTS, lower, within
 from resnets.experiments.studies import STUDIES, park, run_study, where
 from resnets.experiments.studies import runner as runner_module
 from resnets.experiments.studies.figure6 import (
@@ -21,7 +22,6 @@ from resnets.experiments.studies.figure6 import (
     report_schedule,
 )
 from resnets.experiments.studies.runner import StudyResults
-from resnets.experiments.studies.stats import INCONCLUSIVE, REFUTES, SUPPORTS, lower, within
 from resnets.models import get_entry
 from resnets.train import run as run_module
 

@@ -14,7 +14,8 @@ from ..models import count_macs, count_params, create_model, get_entry, list_mod
 from ..train import TrainConfig
 from ..train.runtime import resolve_runtime
 from .options import ExperimentOptions
-from .report import REFUTES, SUPPORTS, ExperimentRun, Outcome, combine, markdown_table
+from .report import ExperimentRun, Outcome, markdown_table
+from .stats import REFUTES, SUPPORTS, combine
 
 CLAIM = (
     "The zoo reproduces the paper's cost figures: Table 1 (ResNet-18/34/50/101/152: 1.8/3.6/3.8/7.6/11.3 "

@@ -6,20 +6,18 @@ from matplotlib.figure import Figure
 
 from .options import ExperimentOptions
 from .report import (
-    INCONCLUSIVE,
     NOT_LEARNED,
     RULE,
     ExperimentRun,
     Outcome,
     by_label,
-    combine,
     learned,
     markdown_table,
-    mean_std,
     ordered,
     pm,
     seed_summary,
 )
+from .stats import INCONCLUSIVE, combine, mean_std
 from .training import SHORT_RUN, TrainBudget, describe, final_row, train
 
 CLAIM = (

@@ -19,7 +19,8 @@ from ..train import TrainConfig
 from ..train.runtime import resolve_runtime
 from ..train.step import training_step
 from .options import ExperimentOptions
-from .report import INCONCLUSIVE, RULE, ExperimentRun, Outcome, combine, markdown_table, ordered, pm
+from .report import RULE, ExperimentRun, Outcome, markdown_table, ordered, pm
+from .stats import INCONCLUSIVE, combine
 
 CLAIM = (
     "In a deep plain network the gradients reaching the early layers shrink (vanish), while skip "
@@ -161,7 +162,7 @@ def plot_norms(layers: list[dict], depths: tuple[int, ...], seed: int) -> Figure
 def judge(nets: list[dict], depth: int, steps: int) -> tuple[str, str]:
     """For the deepest pair, in each phase: plain's first/last gradient ratio below residual's ('early
     gradients shrink') and residual's ratio closer to 1 ('even'), each by RULE over seeds on log10 ratios with a
-    minimum effect of FACTOR. After training the parts count only if the plain net trained."""
+    smallest effect of FACTOR. After training the parts count only if the plain net trained."""
     parts, lines = [], []
 
     def pick(kind: str, phase: str, key: str) -> list[float]:
@@ -197,5 +198,5 @@ def judge(nets: list[dict], depth: int, steps: int) -> tuple[str, str]:
             else ""
         )
     )
-    return combine(parts), "; ".join(lines) + ". " + RULE.replace("with one seed (no spread to judge by)",
-                                                                  f"with one seed, within a factor of {FACTOR:g}")  # fmt: skip
+    smallest = f" The smallest effect that counts: a factor of {FACTOR:g} between the ratios."
+    return combine(parts), "; ".join(lines) + ". " + RULE + smallest

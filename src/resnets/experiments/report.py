@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import statistics
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,48 +18,24 @@ from ..provenance import provenance
 from ..train import TrainConfig
 from ..train.runtime import resolve_runtime
 from .options import ExperimentOptions
+from .stats import INCONCLUSIVE, lower, mean_std
 
-SUPPORTS, REFUTES, INCONCLUSIVE = "supports", "does not support", "inconclusive"
 NOT_LEARNED = (
     "The reference nets did not get clearly above chance in this budget, so the comparison is noise: "
 )
 RULE = (
-    "Rule: each number is the mean ± standard deviation (n - 1) over seeds. A claimed ordering counts as shown "
-    "when it holds for the means and their difference exceeds the larger of the two standard deviations; "
-    "shown the other way round by that margin, it is refuted; otherwise, and with one seed (no spread to "
-    "judge by), it is inconclusive."
+    "Rule: each number is the mean ± standard deviation (n - 1) over seeds. A claimed ordering is supported when "
+    "Welch's t-test on the per-seed values finds it at p < 0.05 (and by more than the experiment's smallest "
+    "effect that counts, where it states one), not supported when it finds the opposite at p < 0.05, and "
+    "otherwise inconclusive, as always with one seed (no spread to test against)."
 )
 
 
-def compare(difference: float, margin: float) -> str:
-    """Verdict on "difference > 0": supports beyond +margin, does not support below -margin, else inconclusive."""
-    if difference > margin:
-        return SUPPORTS
-    if difference < -margin:
-        return REFUTES
-    return INCONCLUSIVE
-
-
-def combine(verdicts: Iterable[str]) -> str:
-    """All parts of a claim must hold: any refuted part refutes it, any unresolved part leaves it open."""
-    verdicts = list(verdicts)
-    if REFUTES in verdicts:
-        return REFUTES
-    return SUPPORTS if verdicts and all(v == SUPPORTS for v in verdicts) else INCONCLUSIVE
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def ordered(low: Sequence[float], high: Sequence[float], floor: float = 0.0) -> str:
-    """Verdict on "low < high" by RULE over per-seed values; `floor` is a smallest difference that counts
-    (a stated minimum effect, which alone decides with one seed)."""
-    (mean_low, std_low), (mean_high, std_high) = mean_std(low), mean_std(high)
-    if min(len(low), len(high)) < 2 and floor == 0:
-        return INCONCLUSIVE
-    return compare(mean_high - mean_low, max(std_low, std_high, floor))
+    """Verdict on "low < high" by RULE over per-seed values: Welch's t-test at p < ALPHA, the difference beyond
+    `floor` (a smallest effect that counts; 0: any)."""
+    verdict, difference = lower(low, high)
+    return INCONCLUSIVE if abs(difference.difference) <= floor else verdict
 
 
 def pm(values: Sequence[float], percent: bool = False) -> str:

@@ -17,7 +17,8 @@ from ..train.loop import load_data
 from ..train.runtime import resolve_runtime
 from ..trained import load_trained
 from .options import ExperimentOptions
-from .report import REFUTES, SUPPORTS, ExperimentRun, Outcome, combine, markdown_table, mean_std, pm
+from .report import ExperimentRun, Outcome, markdown_table, pm
+from .stats import REFUTES, SUPPORTS, combine, mean_std
 from .training import SHORT_RUN, TrainBudget, describe, train
 
 CLAIM = (

@@ -14,19 +14,8 @@ from ..models.blocks import ResidualBlock
 from ..train import TrainConfig
 from ..train.loop import load_data
 from .options import ExperimentOptions
-from .report import (
-    INCONCLUSIVE,
-    NOT_LEARNED,
-    RULE,
-    ExperimentRun,
-    Outcome,
-    combine,
-    learned,
-    markdown_table,
-    mean_std,
-    ordered,
-    pm,
-)
+from .report import NOT_LEARNED, RULE, ExperimentRun, Outcome, learned, markdown_table, ordered, pm
+from .stats import INCONCLUSIVE, combine, mean_std
 from .training import SHORT_RUN, TrainBudget, describe, train
 
 CLAIM = (

@@ -12,21 +12,18 @@ from matplotlib.figure import Figure
 from ..models import ResNet, count_params, get_entry, summarize
 from .options import ExperimentOptions
 from .report import (
-    INCONCLUSIVE,
     NOT_LEARNED,
-    REFUTES,
     RULE,
-    SUPPORTS,
     ExperimentRun,
     Outcome,
     by_label,
     learned,
     markdown_table,
-    mean_std,
     ordered,
     pm,
     seed_summary,
 )
+from .stats import INCONCLUSIVE, REFUTES, SUPPORTS, mean_std
 from .training import SHORT_RUN, TrainBudget, describe, final_row, train
 
 CLAIM = (

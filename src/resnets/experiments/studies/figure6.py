@@ -17,9 +17,9 @@ from ...data import make_loader
 from ...train import PRESETS, History
 from ...train.loop import load_data
 from ..responses import response_stds
+from ..stats import INCONCLUSIVE, REFUTES, SUPPORTS, Difference, combine, lower, pm
 from ..training import SHORT_RUN
 from .runner import Arm, Report, Study, StudyResults
-from .stats import INCONCLUSIVE, REFUTES, SUPPORTS, Difference, combine, lower, pm
 
 # the paper's Table 6 test errors (%, best of 5 runs for ResNet-110, single runs otherwise)
 TABLE6 = {"cifar_resnet20": 8.75, "cifar_resnet32": 7.51, "cifar_resnet44": 7.17, "cifar_resnet56": 6.97,

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from ...train import PRESETS
+from ..stats import INCONCLUSIVE, combine, lower, pm, reaches, within
 from ..training import SHORT_RUN
 from .figure6 import RECIPE as CIFAR_RECIPE
 from .runner import Arm, Report, Study, StudyResults
-from .stats import INCONCLUSIVE, combine, lower, pm, reaches, within
 
 MARGIN = 0.01  # "under a point"
 

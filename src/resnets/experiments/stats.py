@@ -1,5 +1,6 @@
-"""The statistics a study's verdict comes from: Welch's t-test on per-seed numbers (scipy), never a rule of
-thumb. A claim is "supported" or "not supported" only at p < ALPHA, otherwise the verdict is "inconclusive"."""
+"""The statistics every verdict comes from, the studies' and the experiments': Welch's t-test on per-seed
+numbers (scipy), never a rule of thumb. A claim is "supported" or "not supported" only at p < ALPHA, otherwise
+the verdict is "inconclusive"."""
 
 from __future__ import annotations
 
