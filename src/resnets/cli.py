@@ -418,8 +418,9 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: frozenset[str] = fro
     hints = get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         if f.name not in skip:
+            default = f"{f.default:g}" if isinstance(f.default, float) else f.default  # 4/3 as 1.33333
             parser.add_argument("--" + f.name.replace("_", "-"), default=argparse.SUPPRESS,
-                                help=f"{f.metadata['help']} (default: {f.default})", **flag_kind(hints[f.name]))  # fmt: skip
+                                help=f"{f.metadata['help']} (default: {default})", **flag_kind(hints[f.name]))  # fmt: skip
 
 
 def flag_kind(hint: Any) -> dict[str, Any]:
