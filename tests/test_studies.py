@@ -102,6 +102,11 @@ def test_a_parked_unit_resumes_on_another_machine_as_if_never_stopped(
     assert park(study, place) == [
         f"cifar_plain20-seed0: parked after epoch 1 of 2 in {place.parked / 'cifar_plain20-seed0'}"
     ]
+    metrics = (place.parked / "cifar_plain20-seed0" / "metrics.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in metrics] == [
+        "epoch",
+        "1",
+    ]  # the workers' status reads it on resume
     run_study(study, place, max_units=0)
     assert "missing: cifar_plain20-seed0 (parked after epoch 1 of 2)" in (place.out / "report.md").read_text()
     assert json.loads((place.out / "summary.json").read_text())["units"] == "0 of 1 (1 half-trained, parked)"

@@ -37,10 +37,11 @@ from ...machine import set_threads
 from ...provenance import generated_by, git_state, invocation, provenance
 from ...train import History, TrainConfig, fit
 from ...train.checkpoint import STATE_FILE, load_state
-from ...train.folder import BEST, CONFIG, RUNTIME, FolderInUse
+from ...train.folder import BEST, CONFIG, METRICS, RUNTIME, FolderInUse
 
-# what resuming a unit needs, state last (a unit with its state parked is whole); best only where validation selects
-PARKED_FILES = (CONFIG, RUNTIME, BEST, STATE_FILE)
+# what resuming a unit needs, state last (a unit with its state parked is whole); best only where validation
+# selects; the metrics so that a resumed unit's folder shows its epochs (`study_workers.py status`) at once
+PARKED_FILES = (CONFIG, RUNTIME, BEST, METRICS, STATE_FILE)
 PARKED_NOTE = "parked.json"
 
 # settings that make a unit's numbers what they are; speed knobs (precision, layout, compile), paths and
