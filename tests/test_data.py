@@ -223,6 +223,11 @@ def test_warp_sends_the_moved_corners_to_the_image_corners() -> None:
     cross = steps[:-1, 0] * steps[1:, 1] - steps[:-1, 1] * steps[1:, 0]
     assert cross.abs().max() < 1e-5
     assert torch.allclose(warp_grid(line, torch.zeros(1, 2)), line)
+    grid = torch.stack(
+        torch.meshgrid(torch.linspace(-1, 1, 17), torch.linspace(-1, 1, 17), indexing="xy"), -1
+    )
+    corners_out = torch.tensor([[0.2, 0.2], [-0.2, -0.2], [0.2, -0.2], [-0.2, 0.2]])  # fastai's largest draws
+    assert float(warp_grid(grid.expand(4, 17, 17, 2), corners_out).abs().max()) < 1.6  # no point sent far off
 
 
 def test_lighting_moves_mid_grey_to_the_drawn_brightness_and_keeps_order() -> None:
@@ -260,6 +265,8 @@ def test_distortion_draws_follow_fastai_ranges_and_probability() -> None:
         TrainConfig(rotate=-1.0).validate()
     with pytest.raises(ValueError, match="zoom is the largest zoom"):
         TrainConfig(zoom=0.9).validate()
+    with pytest.raises(ValueError, match=r"warp is a fraction of the half side in \[0, 0.4\]"):
+        TrainConfig(warp=0.5).validate()
 
 
 def test_distortions_change_training_batches_only() -> None:

@@ -294,7 +294,11 @@ class TrainConfig:
                 f"rotate is the largest angle in degrees, in [0, 180], got {self.rotate}",
             ),
             (1 <= self.zoom <= 10, f"zoom is the largest zoom factor, in [1, 10] (1: off), got {self.zoom}"),
-            (0 <= self.warp < 1, f"warp is a fraction of the half side in [0, 1), got {self.warp}"),
+            (
+                0 <= self.warp <= 0.4,
+                f"warp is a fraction of the half side in [0, 0.4] (beyond, part of the image is warped through "
+                f"infinity; fastai's default is 0.2), got {self.warp}",
+            ),
             (0 <= self.lighting < 1, f"lighting is a change in [0, 1), got {self.lighting}"),
             (
                 1 <= self.eval_resize <= 4,
