@@ -458,7 +458,8 @@ def regenerated_source() -> dict[str, Any]:
 
 def setup_text(study: Study, records: list[dict[str, Any]]) -> str:
     """The recipe as recorded (every setting), the arms, and the measured cost."""
-    recipe = ", ".join(f"{k}={v}" for k, v in sorted(study.recipe.items()) if k not in MACHINE_FIELDS)
+    recipe = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"  # 4/3 as 1.33333
+                       for k, v in sorted(study.recipe.items()) if k not in MACHINE_FIELDS)  # fmt: skip
     arms = "; ".join(f"{a.label}: " + ", ".join(f"{k}={v}" for k, v in a.changes.items()) for a in study.arms)
     lines = [f"Recipe (every unit): {recipe}", f"Arms: {arms}", f"Seeds planned per arm: {study.seeds}"]
     formats = sorted({f"{r['runtime']['precision']} {'channels_last' if r['runtime']['channels_last'] else 'NCHW'}"
