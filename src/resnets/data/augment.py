@@ -164,7 +164,7 @@ def distort(x: torch.Tensor, d: Distortion) -> torch.Tensor:
         theta, s = torch.deg2rad(d.angle), 1 / d.scale
         shift = (1 - s)[:, None] * (2 * d.centre - 1)  # zoom about the centre, as fastai's zoom_mat
         cos, sin = theta.cos(), theta.sin()
-        matrix = torch.stack([  # rotation after zoom, output to input coordinates; aspect-corrected off-diagonals
+        matrix = torch.stack([  # fastai's rotate @ zoom (output to input coordinates), off-diagonals aspect-corrected
             torch.stack([cos * s, sin * s * h / w, cos * shift[:, 0] + sin * shift[:, 1]], 1),
             torch.stack([-sin * s * w / h, cos * s, -sin * shift[:, 0] + cos * shift[:, 1]], 1),
         ], 1)  # fmt: skip
