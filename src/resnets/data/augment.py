@@ -109,6 +109,10 @@ class Distortion:
     warp: torch.Tensor  # (N, 2): the perspective warp's x and y magnitudes (0: none)
     brightness: torch.Tensor  # the brightness mid-grey becomes (0.5: none)
     contrast: torch.Tensor  # the factor on the logits (1: none)
+    # which steps run, known from the settings (reading the draws would wait for the GPU every batch)
+    resample: bool = True  # rotation, zoom or warp
+    warps: bool = True
+    relight: bool = True
 
 
 def _draw(n: int, low: float, high: float, neutral: float, generator: torch.Generator) -> torch.Tensor:
@@ -128,6 +132,9 @@ def draw_distortion(n: int, aug: AugmentConfig, generator: torch.Generator) -> D
         warp=torch.stack([_draw(n, -aug.warp, aug.warp, 0.0, generator) for _ in range(2)], 1),
         brightness=_draw(n, 0.5 * (1 - aug.lighting), 0.5 * (1 + aug.lighting), 0.5, generator),
         contrast=_draw(n, -log_contrast, log_contrast, 0.0, generator).exp(),
+        resample=bool(aug.rotate or aug.zoom > 1 or aug.warp),
+        warps=bool(aug.warp),
+        relight=bool(aug.lighting),
     )
 
 
@@ -160,7 +167,7 @@ def distort(x: torch.Tensor, d: Distortion) -> torch.Tensor:
     contrast in logit space (fastai's lighting). Unlike fastai, which resamples before its random-resized crop
     (on the presized image), this runs after the crop, so rotated corners reflect the crop's own border."""
     n, _, h, w = x.shape
-    if bool((d.angle != 0).any() or (d.scale != 1).any() or (d.warp != 0).any()):
+    if d.resample:
         theta, s = torch.deg2rad(d.angle), 1 / d.scale
         shift = (1 - s)[:, None] * (2 * d.centre - 1)  # zoom about the centre, as fastai's zoom_mat
         cos, sin = theta.cos(), theta.sin()
@@ -169,10 +176,10 @@ def distort(x: torch.Tensor, d: Distortion) -> torch.Tensor:
             torch.stack([-sin * s * w / h, cos * s, -sin * shift[:, 0] + cos * shift[:, 1]], 1),
         ], 1)  # fmt: skip
         grid = F.affine_grid(matrix.to(x.dtype), [n, x.shape[1], h, w], align_corners=True)
-        if bool((d.warp != 0).any()):
+        if d.warps:
             grid = warp_grid(grid, d.warp.to(x.dtype))
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
-    if bool((d.brightness != 0.5).any() or (d.contrast != 1).any()):
+    if d.relight:
         shape = (n, 1, 1, 1)
         logits = torch.logit(x, eps=1e-7) + torch.logit(d.brightness).view(shape)
         x = torch.sigmoid(logits * d.contrast.view(shape))
