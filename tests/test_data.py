@@ -205,9 +205,8 @@ def test_rotation_and_zoom_move_a_spot_where_geometry_says() -> None:
     assert spot(distort(image, one(scale=1.5))) == pytest.approx((cx + 1.5 * x, cy + 1.5 * y), abs=0.05)
     corner = spot(distort(blob(h, w, 10, 8), one(scale=1.5, centre=(0.0, 0.0))))
     assert corner == pytest.approx((15, 12), abs=0.05)
-    assert torch.allclose(
-        distort(image, one()), image, atol=1e-6
-    )  # neutral draws: as it was (to logit's clamp)
+    # neutral draws leave the image as it was (to the logit's clamp at 1e-7)
+    assert torch.allclose(distort(image, one()), image, atol=1e-6)
 
 
 def test_warp_sends_the_moved_corners_to_the_image_corners() -> None:
